@@ -1,0 +1,55 @@
+"""Command-line entry point: ``adapmtl <command> ...``.
+
+Argument parsing only; each command lives in ``adapmtl.commands.<name>`` with
+``add_arguments(parser)`` and ``run(args) -> int``, imported only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from adapmtl import __version__
+from adapmtl.errors import UserError
+
+COMMANDS: dict[str, str] = {
+    "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"adapmtl.commands.{name}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adapmtl",
+        description="Adaptive pruning for multitask models (AdapMTL).",
+    )
+    parser.add_argument("--version", action="version", version=f"adapmtl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _command_module(name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except (UserError, FileNotFoundError) as err:
+        print(f"adapmtl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"adapmtl {args.command}: interrupted", file=sys.stderr)
+        return 130

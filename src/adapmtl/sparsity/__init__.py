@@ -1,0 +1,49 @@
+"""Soft-threshold sparsity (paper Sections 3.1-3.2): parametrizations, report, controller, bake."""
+
+from adapmtl.sparsity.controller import CONTROLLER_MODES, TargetSparsityController
+from adapmtl.sparsity.masks import (
+    bake,
+    current_masks,
+    dense_state_dict,
+    freeze_masks,
+    load_dense_state_dict,
+    set_masks,
+)
+from adapmtl.sparsity.optim import param_groups
+from adapmtl.sparsity.parametrization import SparseWeight, soft_threshold
+from adapmtl.sparsity.report import SparsityReport, overall_sparsity, report
+from adapmtl.sparsity.sparsify import (
+    GROUPINGS,
+    default_components,
+    is_sparsified,
+    layer_components,
+    sparse_layers,
+    sparsify,
+    theta_from_alpha,
+    thresholds,
+)
+
+__all__ = [
+    "CONTROLLER_MODES",
+    "GROUPINGS",
+    "SparseWeight",
+    "SparsityReport",
+    "TargetSparsityController",
+    "bake",
+    "current_masks",
+    "default_components",
+    "dense_state_dict",
+    "freeze_masks",
+    "is_sparsified",
+    "layer_components",
+    "load_dense_state_dict",
+    "overall_sparsity",
+    "param_groups",
+    "report",
+    "set_masks",
+    "soft_threshold",
+    "sparse_layers",
+    "sparsify",
+    "theta_from_alpha",
+    "thresholds",
+]

@@ -1,0 +1,117 @@
+"""The one weight parametrization every pruning method uses.
+
+A prunable weight ``W`` is replaced, through ``torch.nn.utils.parametrize``, by an effective weight
+computed in one of two modes:
+
+* **soft threshold** (paper Eq. 2): ``S(W, a) = sign(W) * relu(|W| - a)``, ``a = sigmoid(theta)``,
+  where ``theta`` is the learnable threshold of the weight's group;
+* **mask**: ``W * M`` for a fixed boolean mask ``M`` (SNIP, LTH, IMP, DiSparse, and AdapMTL once the
+  target-sparsity controller has frozen the mask).
+
+The mask is empty (zero elements) while the soft threshold is in use, so a soft-threshold model
+costs no extra memory; ``state_dict`` always carries the mask buffer, and loading adopts whatever
+shape the saved mask has, so a frozen checkpoint loads into a freshly sparsified model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _SoftThreshold(torch.autograd.Function):
+    """S(W, a) with the paper's sub-gradients (Eq. 4-5, supplement Eq. 1).
+
+    With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Nothing but the inputs
+    is saved for backward (the mask is recomputed), which keeps training memory at the dense level.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, alpha)
+        return torch.sign(weight) * torch.relu(weight.abs() - alpha)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight, alpha = ctx.saved_tensors
+        active = weight.abs() > alpha
+        grad_weight = grad_out * active
+        grad_alpha = -(grad_weight * torch.sign(weight)).sum().reshape(alpha.shape)
+        return grad_weight, grad_alpha
+
+
+def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta."""
+    return _SoftThreshold.apply(weight, torch.sigmoid(theta))
+
+
+class SparseWeight(nn.Module):
+    """Parametrization producing the effective (sparse) weight of one layer.
+
+    ``thresholds`` is the model's threshold dictionary; it is held as a plain attribute, not a
+    submodule, so each threshold appears once in ``state_dict`` (under the model), safetensors can
+    save the model, and ``copy.deepcopy`` re-points the reference to the copied dictionary.
+    ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer.
+    """
+
+    mask: torch.Tensor
+
+    def __init__(self, thresholds: nn.ParameterDict | None, group: str | None) -> None:
+        super().__init__()
+        if (thresholds is None) != (group is None):
+            raise ValueError("thresholds and group must be given together")
+        object.__setattr__(self, "thresholds", thresholds)
+        self.group = group
+        self.register_buffer("mask", torch.ones(0, dtype=torch.bool))
+
+    @property
+    def masked(self) -> bool:
+        """True when the effective weight is ``W * mask`` (mask-based, or frozen soft threshold)."""
+        return self.mask.numel() > 0
+
+    @property
+    def theta(self) -> torch.Tensor | None:
+        return None if self.group is None else self.thresholds[self.group]
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.masked:
+            return weight * self.mask
+        if self.group is None:
+            return weight
+        return soft_threshold(weight, self.thresholds[self.group])
+
+    def active(self, weight: torch.Tensor) -> torch.Tensor:
+        """Boolean map of the weights that are nonzero in the effective weight (no autograd)."""
+        with torch.no_grad():
+            if self.masked:
+                return self.mask & (weight != 0)
+            if self.group is None:
+                return weight != 0
+            return weight.abs() > torch.sigmoid(self.thresholds[self.group])
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Switch to mask mode with ``mask`` (same shape as the weight)."""
+        self.mask = mask.detach().to(dtype=torch.bool, device=self.mask.device).clone()
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + "mask"
+        if key in state_dict and state_dict[key].shape != self.mask.shape:
+            self.mask = torch.empty_like(state_dict[key], dtype=torch.bool, device=self.mask.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        mode = "mask" if self.masked else ("soft-threshold" if self.group is not None else "dense")
+        return f"mode={mode}, group={self.group!r}"

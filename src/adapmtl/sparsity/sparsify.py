@@ -1,0 +1,199 @@
+"""Registering the sparse-weight parametrization on a model (paper Section 3.2).
+
+``sparsify`` finds every prunable weight (Conv2d and Linear weights; never biases or norm
+parameters), assigns it to a component (the shared backbone or one task head) and a threshold
+group, creates the thresholds once in ``model.sparsity_thresholds`` and registers
+:class:`~adapmtl.sparsity.parametrization.SparseWeight` on the weight.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from adapmtl.sparsity.parametrization import SparseWeight
+
+THRESHOLDS_ATTR = "sparsity_thresholds"
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+GROUPINGS = ("component", "global", "backbone_heads", "layer")
+MODES = ("soft", "mask")
+
+
+@dataclass(frozen=True)
+class PrunableLayer:
+    """One prunable weight: its module path, its component and its threshold group."""
+
+    path: str
+    module: nn.Module
+    component: str
+    group: str | None
+
+
+def _matches(path: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], path) is not None
+    return pattern == "" or path == pattern or path.startswith(pattern + ".")
+
+
+def default_components(model: nn.Module) -> dict[str, list[str]]:
+    """Components of a multitask model: ``model.components()`` if defined, else ``backbone`` and
+    ``heads.<task>`` for each entry of ``model.heads``."""
+    if callable(getattr(model, "components", None)):
+        return {name: list(patterns) for name, patterns in model.components().items()}
+    backbone, heads = getattr(model, "backbone", None), getattr(model, "heads", None)
+    if isinstance(backbone, nn.Module) and isinstance(heads, nn.ModuleDict):
+        components = {"backbone": ["backbone"]}
+        components.update({task: [f"heads.{task}"] for task in heads})
+        return components
+    raise ValueError(
+        "cannot find the model's components: give components={'name': ['module.prefix' or "
+        "'re:pattern', ...]}, or give the model a 'backbone' module and a 'heads' ModuleDict"
+    )
+
+
+def _candidate_weights(model: nn.Module, exclude: Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
+    for path, module in model.named_modules():
+        if not isinstance(module, PRUNABLE_TYPES) or path == "":
+            continue
+        if any(_matches(path, pattern) for pattern in exclude):
+            continue
+        yield path, module
+
+
+def _group_key(grouping: str, component: str, path: str) -> str:
+    if grouping == "component":
+        return component
+    if grouping == "global":
+        return "all"
+    if grouping == "backbone_heads":
+        return "backbone" if component == "backbone" else "heads"
+    return path.replace(".", "/")
+
+
+def is_sparsified(model: nn.Module) -> bool:
+    return any(isinstance(m, SparseWeight) for m in model.modules())
+
+
+def thresholds(model: nn.Module) -> nn.ParameterDict:
+    """The model's threshold parameters (theta), one per group; empty for mask-only models."""
+    found = getattr(model, THRESHOLDS_ATTR, None)
+    return found if isinstance(found, nn.ParameterDict) else nn.ParameterDict()
+
+
+def theta_from_alpha(alpha: float) -> float:
+    """Inverse of ``alpha = sigmoid(theta)``."""
+    return math.log(alpha) - math.log1p(-alpha)
+
+
+def sparse_layers(model: nn.Module) -> list[tuple[str, nn.Module, SparseWeight]]:
+    """(module path, module, parametrization) for every sparsified weight, in model order."""
+    found = []
+    for path, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations.weight:
+                if isinstance(p, SparseWeight):
+                    found.append((path, module, p))
+    return found
+
+
+def layer_components(model: nn.Module) -> dict[str, str]:
+    """Module path -> component name, as recorded by ``sparsify``."""
+    return dict(getattr(model, "_adapmtl_components", {}))
+
+
+def sparsify(
+    model: nn.Module,
+    *,
+    grouping: str = "component",
+    components: Mapping[str, str | Sequence[str]] | None = None,
+    init: float | Mapping[str, float] = -6.0,
+    exclude: Sequence[str] = (),
+    mode: str = "soft",
+) -> nn.Module:
+    """Register a soft-threshold (or mask) parametrization on every prunable weight, in place.
+
+    Args:
+        model: any module; components default to ``model.backbone`` and ``model.heads[task]``.
+        grouping: ``component`` (AdapMTL: one theta for the backbone and one per head),
+            ``global`` (one theta: the paper's "w/o adaptive thresholds"), ``backbone_heads``
+            (two: "only 2 adaptive thresholds"), ``layer`` (one per layer, STR-style).
+        components: name -> module-path prefixes or ``re:`` patterns. Every prunable weight must
+            match exactly one component.
+        init: initial theta (paper's theta_init; alpha = sigmoid(theta)), one value or one per
+            group key. The default -6 gives alpha = 2.5e-3, below the bulk of |W| for the
+            initialisations used here; the paper's supplement uses -20 with N(0, 0.01) weights.
+        exclude: module paths or ``re:`` patterns never to prune.
+        mode: ``soft`` (learnable thresholds) or ``mask`` (all-ones masks for mask-based methods,
+            no thresholds).
+
+    Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
+    component or several, and when the model is already sparsified.
+    """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if is_sparsified(model):
+        raise ValueError("model is already sparsified; bake(model) first to start over")
+    if components is None:
+        components = default_components(model)
+    patterns = {
+        name: [spec] if isinstance(spec, str) else list(spec) for name, spec in components.items()
+    }
+    if grouping == "backbone_heads" and "backbone" not in patterns:
+        raise ValueError("grouping 'backbone_heads' needs a component named 'backbone'")
+
+    layers: list[PrunableLayer] = []
+    for path, module in _candidate_weights(model, exclude):
+        owners = [name for name, pats in patterns.items() if any(_matches(path, p) for p in pats)]
+        if not owners:
+            raise ValueError(
+                f"prunable weight {path}.weight matches no component "
+                f"{sorted(patterns)}; add it to a component or to exclude"
+            )
+        if len(owners) > 1:
+            raise ValueError(f"prunable weight {path}.weight matches several components {owners}")
+        group = _group_key(grouping, owners[0], path) if mode == "soft" else None
+        layers.append(PrunableLayer(path, module, owners[0], group))
+    if not layers:
+        raise ValueError("model has no prunable Conv/Linear weights outside 'exclude'")
+
+    table: nn.ParameterDict | None = None
+    if mode == "soft":
+        table = nn.ParameterDict()
+        for layer in layers:
+            assert layer.group is not None
+            if layer.group not in table:
+                value = init if isinstance(init, (int, float)) else init[layer.group]
+                table[layer.group] = nn.Parameter(torch.tensor(float(value)))
+        setattr(model, THRESHOLDS_ATTR, table)
+    for layer in layers:
+        parametrize.register_parametrization(
+            layer.module, "weight", SparseWeight(table, layer.group), unsafe=True
+        )
+    model._adapmtl_components = {layer.path: layer.component for layer in layers}
+    if mode == "soft":
+        _warn_if_mostly_pruned(model)
+    return model
+
+
+def _warn_if_mostly_pruned(model: nn.Module) -> None:
+    zero = total = 0
+    for _, module, p in sparse_layers(model):
+        weight = module.parametrizations.weight.original
+        zero += int((~p.active(weight)).sum())
+        total += weight.numel()
+    if total and zero / total > 0.5:
+        warnings.warn(
+            f"the initial thresholds already zero {100 * zero / total:.1f}% of the weights: "
+            "theta init is too high for this weight scale (alpha = sigmoid(theta)); "
+            "a lower init lets training choose what to prune",
+            stacklevel=3,
+        )
