@@ -15,6 +15,10 @@ from adapmtl import __version__
 from adapmtl.errors import UserError
 
 COMMANDS: dict[str, str] = {
+    "train": "Train a run from a YAML config",
+    "eval": "Evaluate a checkpoint: the paper's metrics and Delta_T",
+    "report": "Per-component sparsity and thresholds of a checkpoint",
+    "config": "Show the resolved config",
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
 }
 

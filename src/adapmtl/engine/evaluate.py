@@ -1,0 +1,85 @@
+"""Evaluation: the paper's metrics accumulated over a whole split, and the normalised score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from adapmtl.errors import UserError
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    tasks: dict[str, Any],
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    max_batches: int | None = None,
+    reduce_state: Any = None,
+) -> dict[str, Any]:
+    """Metrics per task over the loader (sufficient statistics accumulated, then computed) and the
+    mean unweighted loss per task. ``reduce_state`` (DDP) sums metric states across processes."""
+    was_training = model.training
+    model.eval()
+    metrics = {name: task.new_metric() for name, task in tasks.items()}
+    loss_sums = {name: 0.0 for name in tasks}
+    batches = 0
+    for index, (images, targets) in enumerate(loader):
+        if max_batches is not None and index >= max_batches:
+            break
+        outputs = model(images.to(device))
+        for name, task in tasks.items():
+            target = targets[name].to(device)
+            loss_sums[name] += float(task.loss(outputs[name], target))
+            metrics[name].update(outputs[name], target)
+        batches += 1
+    model.train(was_training)
+    if batches == 0:
+        raise UserError("the evaluation split is empty")
+    if reduce_state is not None:
+        for metric in metrics.values():
+            metric.load_state(reduce_state(metric.state()))
+    return {
+        "metrics": {name: metric.compute() for name, metric in metrics.items()},
+        "loss": {name: total / batches for name, total in loss_sums.items()},
+    }
+
+
+def read_reference(path: str | Path) -> dict[str, dict[str, float]]:
+    """Dense reference metrics from a JSON file: ``{"metrics": {task: {metric: value}}}`` (a
+    ``results.json`` of a dense run) or directly ``{task: {metric: value}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"reference file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"reference file {path} is not valid JSON: {err}") from None
+    metrics = data.get("metrics", data) if isinstance(data, dict) else None
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+        raise UserError(f"reference file {path}: expected {{task: {{metric: value}}}}")
+    return metrics
+
+
+def normalised_score(
+    metrics: dict[str, dict[str, float]],
+    reference: dict[str, dict[str, float]],
+    tasks: dict[str, Any],
+    reduce: str = "sum",
+) -> dict[str, Any]:
+    """Delta_T per task and overall against the dense reference (paper Eq. 7; ``reduce="sum"``
+    reproduces the paper's tables)."""
+    from adapmtl.tasks.score import delta_t
+
+    missing = [name for name in tasks if name not in reference]
+    if missing:
+        raise UserError(f"the dense reference has no metrics for task {missing[0]!r}")
+    directions = {name: task.metric_directions for name, task in tasks.items()}
+    per_task, overall = delta_t(metrics, reference, directions, reduce=reduce)
+    return {"per_task": per_task, "overall": overall, "reduce": reduce}

@@ -1,0 +1,65 @@
+"""A resumable, deterministic, infinite batch sampler.
+
+Epoch ``e`` visits a permutation drawn from ``seed`` and ``e`` only, so the batch at any iteration
+is a pure function of (seed, iteration): a resumed run sees exactly the batches an uninterrupted
+run would. Under DDP each process takes its contiguous slice of every global batch, so N processes
+train on the same global batches as one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start_iteration: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if dataset_size < batch_size:
+            raise ValueError(
+                f"the training set has {dataset_size} samples, fewer than one batch ({batch_size})"
+            )
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} is not divisible by the number of processes {world_size}"
+            )
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_iteration = start_iteration
+        self.rank = rank
+        self.world_size = world_size
+        self._cached: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.dataset_size // self.batch_size
+
+    def global_batch(self, iteration: int) -> list[int]:
+        epoch, index = divmod(iteration, self.batches_per_epoch)
+        if self._cached is None or self._cached[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._cached = (epoch, torch.randperm(self.dataset_size, generator=generator))
+        order = self._cached[1]
+        return order[index * self.batch_size : (index + 1) * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.batch_size // self.world_size
+        iteration = self.start_iteration
+        while True:
+            batch = self.global_batch(iteration)
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+            iteration += 1
+
+    def __len__(self) -> int:
+        return 2**62

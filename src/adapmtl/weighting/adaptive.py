@@ -1,0 +1,163 @@
+"""Adaptive task weighting from loss stability (paper Section 3.3, Eq. 6).
+
+For task t, with ``r_t = dL_t / L_t`` the deviation of its loss over a sliding window relative to
+the current loss,
+
+    beta_t = (r_t / ((1/T) sum_k r_k))^-1 * lambda * |W_B| / sum_k |W_k|
+
+where |W_B| and |W_k| are the parameter counts of the backbone and of head k. A task whose loss
+is stable (small r_t) gets a larger weight, so its head is pruned more aggressively (the paper's
+argument). During a warm-up all weights are 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from adapmtl.weighting.base import Weighting
+
+MODES = ("paper", "official")
+DEVIATIONS = ("window", "adjacent")
+
+
+class AdaptiveWeighting(Weighting):
+    """Loss-stability weighting (paper Eq. 6), or the variant the official code runs.
+
+    Args:
+        tasks: task names, in the order of the loss vectors given to :meth:`update`.
+        mode: ``paper`` — Eq. 6 as above. ``official`` — the official code (REFERENCE.md §2):
+            d_t = |L_t^{i-1} - L_t^i| / L_t^i is recorded from the end of the warm-up, D_t is its
+            mean over the window, and beta_t = T * D_t / sum_k D_k: a *direct* relation (a loss
+            that fluctuates more gets a larger weight), weights summing to T.
+        window: sliding-window length in iterations (paper: 400; official code: 500).
+        warmup: iterations with all weights 1 (supplement Fig. 2: 5000 at full scale).
+        lam: the scaling factor lambda of Eq. 6 (paper mode).
+        param_ratio: |W_B| / sum_t |W_t| (see :func:`adapmtl.weighting.param_ratio`); ``None``
+            drops the factor lambda * ratio altogether (Table 5's "w/o lambda" ablation).
+        deviation: ``window`` — the mean absolute deviation of the losses in the window around
+            their mean; ``adjacent`` — the mean absolute change between adjacent iterations
+            (Table 5's "w/o sliding window": the window is not used to smooth the estimate, only
+            the last two losses count).
+
+    Example::
+
+        weighting = AdaptiveWeighting(["seg", "depth", "normal"], window=400, warmup=5000,
+                                      param_ratio=param_ratio(model))
+        for batch in loader:
+            losses = torch.stack([task_loss[t](out[t], y[t]) for t in tasks])
+            beta = weighting.update(losses.detach())
+            (beta.to(losses) * losses).sum().backward()
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        mode: str = "paper",
+        window: int = 400,
+        warmup: int = 5000,
+        lam: float = 1.0,
+        param_ratio: float | None = 1.0,
+        deviation: str = "window",
+    ) -> None:
+        super().__init__(tasks)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if deviation not in DEVIATIONS:
+            raise ValueError(f"deviation must be one of {DEVIATIONS}, got {deviation!r}")
+        if not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be an integer >= 2, got {window!r}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+        if lam <= 0:
+            raise ValueError(f"lam must be > 0, got {lam!r}")
+        if param_ratio is not None and param_ratio <= 0:
+            raise ValueError(f"param_ratio must be > 0 or None, got {param_ratio!r}")
+        self.mode = mode
+        self.window = window
+        self.warmup = warmup
+        self.lam = float(lam)
+        self.param_ratio = None if param_ratio is None else float(param_ratio)
+        self.deviation = deviation
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the loss history and return to the warm-up."""
+        self.step = 0
+        self.history = torch.zeros(0, len(self.tasks), dtype=torch.float64)
+        self.previous: torch.Tensor | None = None
+        self.weights = torch.ones(len(self.tasks))
+
+    def _record(self, row: torch.Tensor) -> None:
+        self.history = torch.cat([self.history, row[None]])[-self.window :]
+
+    def update(self, losses: torch.Tensor) -> torch.Tensor:
+        losses = self._check(losses)
+        if not torch.isfinite(losses).all() or (losses <= 0).any():
+            raise ValueError(
+                "adaptive weighting needs finite, positive task losses, got "
+                + ", ".join(
+                    f"{t}={v:.4g}" for t, v in zip(self.tasks, losses.tolist(), strict=True)
+                )
+            )
+        if self.mode == "official":
+            self._update_official(losses)
+        else:
+            self._update_paper(losses)
+        self.previous = losses
+        self.step += 1
+        return self.weights.clone()
+
+    def _update_official(self, losses: torch.Tensor) -> None:
+        if self.step < self.warmup:
+            return
+        if self.previous is not None:
+            self._record((self.previous - losses).abs() / losses)
+        if self.history.shape[0] > 0 and self.history.sum() > 0:
+            mean = self.history.mean(dim=0)
+            self.weights = (len(self.tasks) * mean / mean.sum()).float()
+
+    def _relative_deviation(self, losses: torch.Tensor) -> torch.Tensor | None:
+        if self.deviation == "adjacent":
+            if self.previous is None:
+                return None
+            return (self.previous - losses).abs() / losses
+        if self.history.shape[0] < 2:
+            return None
+        return (self.history - self.history.mean(dim=0)).abs().mean(dim=0) / losses
+
+    def _update_paper(self, losses: torch.Tensor) -> None:
+        self._record(losses)
+        if self.step < self.warmup:
+            return
+        r = self._relative_deviation(losses)
+        if r is None or (r <= 0).any():
+            return
+        beta = (r / r.mean()).reciprocal()
+        if self.param_ratio is not None:
+            beta = beta * self.lam * self.param_ratio
+        self.weights = beta.float()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "tasks": list(self.tasks),
+            "mode": self.mode,
+            "step": self.step,
+            "history": self.history.clone(),
+            "previous": None if self.previous is None else self.previous.clone(),
+            "weights": self.weights.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["tasks"]) != self.tasks or state["mode"] != self.mode:
+            raise ValueError(
+                f"weighting state is for tasks {state['tasks']} in mode {state['mode']!r}, "
+                f"not {self.tasks} in mode {self.mode!r}"
+            )
+        self.step = int(state["step"])
+        self.history = state["history"].to(torch.float64)[-self.window :]
+        self.previous = state["previous"]
+        self.weights = state["weights"].float()
