@@ -1,0 +1,117 @@
+"""Adaptive weighting (paper Eq. 6) and the official variant, on hand-computed loss histories."""
+
+import pytest
+import torch
+
+from adapmtl.weighting import AdaptiveWeighting, EqualWeighting, build_weighting, param_ratio
+
+
+def feed(weighting, rows):
+    out = None
+    for row in rows:
+        out = weighting.update(torch.tensor(row, dtype=torch.float64))
+    return out
+
+
+def test_paper_formula_on_a_hand_computed_window():
+    # a: losses 1, 3 -> mean 2, mean abs deviation 1, r_a = 1/3 (divided by the current loss 3)
+    # b: losses 2, 4 -> mean 3, mean abs deviation 1, r_b = 1/4
+    # mean r = 7/24 -> beta_a = (8/7)^-1 = 7/8, beta_b = (6/7)^-1 = 7/6; times lam * ratio = 0.5
+    w = AdaptiveWeighting(["a", "b"], window=3, warmup=0, lam=2.0, param_ratio=0.25)
+    beta = feed(w, [[1.0, 2.0], [3.0, 4.0]])
+    assert beta.tolist() == pytest.approx([7 / 16, 7 / 12])
+
+
+def test_the_more_stable_task_gets_the_larger_weight():
+    w = AdaptiveWeighting(["stable", "noisy"], window=8, warmup=0, param_ratio=None)
+    rows = [[1.0 + 0.01 * (i % 2), 1.0 + 0.5 * (i % 2)] for i in range(8)]
+    beta = feed(w, rows)
+    assert beta[0] > beta[1]
+
+
+def test_window_forgets_old_losses():
+    w = AdaptiveWeighting(["a", "b"], window=2, warmup=0, param_ratio=None)
+    # the first row (a huge swing) leaves the window; what remains is the same as test 1
+    beta = feed(w, [[100.0, 2.0], [1.0, 2.0], [3.0, 4.0]])
+    assert beta.tolist() == pytest.approx([7 / 8, 7 / 6])
+
+
+def test_warmup_keeps_equal_weights():
+    w = AdaptiveWeighting(["a", "b"], window=3, warmup=2, param_ratio=0.25, lam=2.0)
+    assert feed(w, [[1.0, 2.0]]).tolist() == [1.0, 1.0]
+    assert feed(w, [[3.0, 4.0]]).tolist() == [1.0, 1.0]
+    # third update: window holds all three rows, adaptive weights now apply
+    beta = feed(w, [[2.0, 3.0]])
+    # a: 1,3,2 mean 2 MAD 2/3 r=1/3; b: 2,4,3 mean 3 MAD 2/3 r=2/9; mean r = 5/18
+    assert beta.tolist() == pytest.approx([0.5 * (5 / 6), 0.5 * (5 / 4)])
+
+
+def test_no_sliding_window_uses_adjacent_change():
+    w = AdaptiveWeighting(["a", "b"], window=5, warmup=0, param_ratio=None, deviation="adjacent")
+    # r_a = |2-1|/1 = 1, r_b = |4-2|/4 = 1/2; mean 3/4 -> beta = (4/3)^-1, (2/3)^-1
+    beta = feed(w, [[2.0, 2.0], [1.0, 4.0]])
+    assert beta.tolist() == pytest.approx([3 / 4, 3 / 2])
+
+
+def test_official_variant_is_direct_and_sums_to_task_count():
+    w = AdaptiveWeighting(["a", "b"], mode="official", window=2, warmup=1)
+    assert feed(w, [[1.0, 2.0]]).tolist() == [1.0, 1.0]
+    # d_a = |1-2|/2 = 1/2, d_b = |2-3|/3 = 1/3 -> beta = 2 * d / sum(d)
+    beta = feed(w, [[2.0, 3.0]])
+    assert beta.tolist() == pytest.approx([6 / 5, 4 / 5])
+    # next: d_a = |2-1|/1 = 1, d_b = 0 -> window means .75 and 1/6
+    beta = feed(w, [[1.0, 3.0]])
+    assert beta.tolist() == pytest.approx([18 / 11, 4 / 11])
+    assert float(beta.sum()) == pytest.approx(2.0)
+
+
+def test_state_round_trip_continues_identically():
+    rows = [[1.0 + 0.1 * i, 2.0 + 0.3 * (i % 3)] for i in range(12)]
+    whole = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
+    expected = feed(whole, rows)
+    first = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
+    feed(first, rows[:7])
+    state = first.state_dict()
+    second = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
+    second.load_state_dict(state)
+    assert torch.equal(feed(second, rows[7:]), expected)
+
+
+def test_state_is_loadable_with_weights_only(tmp_path):
+    w = AdaptiveWeighting(["a", "b"], window=4, warmup=0)
+    feed(w, [[1.0, 2.0], [2.0, 1.0]])
+    torch.save(w.state_dict(), tmp_path / "w.pt")
+    state = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert torch.equal(state["history"], w.history)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [({"window": 1}, "window"), ({"mode": "x"}, "mode"), ({"lam": 0.0}, "lam"),
+     ({"deviation": "x"}, "deviation"), ({"warmup": -1}, "warmup")],
+)
+def test_bad_arguments_name_themselves(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        AdaptiveWeighting(["a"], **kwargs)
+
+
+def test_rejects_wrong_length_and_nonpositive_losses():
+    w = AdaptiveWeighting(["a", "b"])
+    with pytest.raises(ValueError, match="expected 2 task losses"):
+        w.update(torch.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        w.update(torch.tensor([1.0, float("nan")]))
+
+
+def test_equal_weighting_and_builder():
+    assert EqualWeighting(["a", "b"]).update(torch.tensor([3.0, 4.0])).tolist() == [1.0, 1.0]
+    assert isinstance(build_weighting("adaptive", ["a"], window=10), AdaptiveWeighting)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        build_weighting("dwa", ["a"])
+
+
+def test_param_ratio_counts_backbone_over_heads():
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(4, 5)  # 25 parameters
+    model.heads = torch.nn.ModuleDict({"a": torch.nn.Linear(5, 1), "b": torch.nn.Linear(5, 3)})
+    assert param_ratio(model) == pytest.approx(25 / (6 + 18))
