@@ -107,3 +107,11 @@ def test_loss_pools_valid_pixels_over_the_batch():
     pred = torch.tensor([[[[4.0, 0.0, 0.0, 0.0]]], [[[1.0, 1.0, 1.0, 0.0]]]])
     target = torch.tensor([[[[8.0, 0.0, 0.0, 0.0]]], [[[1.0, 1.0, 1.0, 0.0]]]])
     assert DepthTask().loss(pred, target).item() == pytest.approx(1.0)
+
+
+def test_ratio_on_the_threshold_counts_as_within():
+    # max(p/g, g/p) = 1.25 and 1.5625 exactly (binary fractions): "<=" as the references count.
+    metric = DepthTask().new_metric()
+    metric.update(column([1.25, 1.5625]), column([1.0, 1.0]))
+    result = metric.compute()
+    assert (result["delta1"], result["delta2"]) == (50.0, 100.0)

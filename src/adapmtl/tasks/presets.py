@@ -36,7 +36,7 @@ TASK_TYPES.register("heatmap")(HeatmapTask)
 TASK_TYPES.register("classification")(ClassificationTask)
 
 CONVENTIONS = ("standard", "reference")
-_REFERENCE_OPTIONS: dict[type, dict[str, Any]] = {
+_REFERENCE_OPTIONS: dict[Callable[..., Task], dict[str, Any]] = {
     SegmentationTask: {"miou": "official", "pixel_acc": "batch"},
     DepthTask: {"faithful": True, "average": "batch"},
     HeatmapTask: {"average": "batch"},
@@ -53,7 +53,7 @@ def _build(
 ) -> Task:
     kwargs = dict(defaults)
     if conventions == "reference":
-        kwargs.update(_REFERENCE_OPTIONS.get(factory, {}))  # type: ignore[call-overload]
+        kwargs.update(_REFERENCE_OPTIONS.get(factory, {}))
     kwargs.update(options.get(task_name, {}))
     valid = sorted(p for p in inspect.signature(factory).parameters if p != "name")
     unknown = sorted(set(kwargs) - set(valid))
