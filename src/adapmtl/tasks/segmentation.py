@@ -1,0 +1,137 @@
+"""Semantic segmentation: cross-entropy with ignore label 255; mIoU and pixel accuracy from a
+confusion matrix over the whole evaluation set (paper Section 4.1.2; REFERENCE.md §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from adapmtl.tasks.base import (
+    Metric,
+    Task,
+    batch_weighted,
+    check_choice,
+    cross_entropy_mean,
+    resize_nearest,
+)
+
+IGNORE = 255
+MIOU_CONVENTIONS = ("present", "official")
+PIXEL_ACC_CONVENTIONS = ("pooled", "batch")
+
+
+class SegmentationTask(Task):
+    """Per-pixel classification into ``num_classes`` classes; label 255 is ignored.
+
+    Options:
+        class_weights: per-class loss weights (Taskonomy's prior factor); the loss is then the
+            weighted mean, as ``F.cross_entropy(weight=...)``.
+        miou: ``"present"`` averages IoU over classes with union > 0 (appearing in the ground
+            truth or the prediction); ``"official"`` over classes with TP > 0, the reference code's
+            convention (drops classes never predicted correctly, which inflates mIoU).
+        pixel_acc: ``"pooled"`` = correct / valid pixels of the whole set; ``"batch"`` = the
+            reference's per-batch accuracy averaged with batch-size weights.
+    """
+
+    metric_directions: ClassVar[dict[str, bool]] = {"miou": True, "pixel_acc": True}
+
+    def __init__(
+        self,
+        num_classes: int,
+        name: str = "seg",
+        class_weights: Sequence[float] | Tensor | None = None,
+        miou: str = "present",
+        pixel_acc: str = "pooled",
+    ) -> None:
+        if not isinstance(num_classes, int) or not 1 <= num_classes < IGNORE:
+            raise ValueError(
+                f"task {name!r}: num_classes must be an int in [1, 254], got {num_classes!r}"
+            )
+        check_choice(name, "miou", miou, MIOU_CONVENTIONS)
+        check_choice(name, "pixel_acc", pixel_acc, PIXEL_ACC_CONVENTIONS)
+        self.name = name
+        self.channels = num_classes
+        self.num_classes = num_classes
+        self.miou = miou
+        self.pixel_acc = pixel_acc
+        self.class_weights = None if class_weights is None else self._weights(class_weights)
+
+    def _weights(self, weights: Sequence[float] | Tensor) -> Tensor:
+        w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        if w.numel() != self.num_classes:
+            raise self.error(f"class_weights must have {self.num_classes} entries, got {w.numel()}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise self.error("class_weights must be finite and non-negative")
+        return w
+
+    def valid_mask(self, target: Tensor) -> Tensor:
+        return target != IGNORE
+
+    def check(self, pred: Tensor, target: Tensor) -> None:
+        self.check_dense(pred, target, target_channels=None)
+        labels = target[target != IGNORE]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
+            raise self.error(
+                f"target labels must be in [0, {self.num_classes - 1}] or {IGNORE} (ignore), "
+                f"found {bad}; does the dataset have a different number of classes?"
+            )
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean cross-entropy over the batch's non-ignored pixels (weighted mean with weights)."""
+        self.check(pred, target)
+        target = resize_nearest(target, pred.shape[-2:]).long()
+        weight = (
+            None if self.class_weights is None else self.class_weights.to(pred.device, pred.dtype)
+        )
+        return cross_entropy_mean(pred, target, weight, ignore_index=IGNORE)
+
+    def new_metric(self) -> SegmentationMetric:
+        return SegmentationMetric(self)
+
+
+class SegmentationMetric(Metric):
+    """Confusion matrix (rows = ground truth, columns = prediction) plus the per-batch accuracy
+    sums needed by ``pixel_acc="batch"``. Results are in percent, as the paper's tables."""
+
+    task: SegmentationTask
+
+    def _zero_state(self) -> dict[str, Tensor]:
+        c = self.task.num_classes
+        return {
+            "confusion": torch.zeros(c, c, dtype=torch.int64),
+            "batch_sum": torch.zeros((), dtype=torch.float64),
+            "batch_samples": torch.zeros((), dtype=torch.int64),
+        }
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        self.task.check(pred, target)
+        with torch.no_grad():
+            labels = resize_nearest(pred.argmax(dim=1), target.shape[-2:])
+            valid = target != IGNORE
+            gt, pr = target[valid].long(), labels[valid]
+            c = self.task.num_classes
+            confusion = torch.bincount(gt * c + pr, minlength=c * c).reshape(c, c)
+            self.add(confusion=confusion)
+            if gt.numel():
+                accuracy = (gt == pr).double().mean()
+                self.add(**batch_weighted(accuracy, int(target.shape[0])))
+
+    def _compute(self, state: dict[str, Tensor]) -> dict[str, float]:
+        confusion = state["confusion"].double()
+        total = confusion.sum()
+        if total == 0:
+            raise self.no_data_error()
+        tp = confusion.diagonal()
+        union = confusion.sum(0) + confusion.sum(1) - tp
+        keep = union > 0 if self.task.miou == "present" else tp > 0
+        # "official" with no correctly predicted class: the reference divides 0 by 0; we report 0.
+        miou = float((tp[keep] / union[keep]).mean()) if bool(keep.any()) else 0.0
+        if self.task.pixel_acc == "pooled":
+            pixel_acc = float(tp.sum() / total)
+        else:
+            pixel_acc = float(state["batch_sum"] / state["batch_samples"].double())
+        return {"miou": 100.0 * miou, "pixel_acc": 100.0 * pixel_acc}

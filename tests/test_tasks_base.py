@@ -1,0 +1,150 @@
+"""Shared behaviour: bad input, metric state merging, nearest resizing."""
+
+import pytest
+import torch
+
+from adapmtl.tasks import (
+    ClassificationTask,
+    DepthTask,
+    HeatmapTask,
+    NormalTask,
+    SegmentationTask,
+    resize_nearest,
+)
+
+
+def seg_target(gen, b, h, w):
+    target = torch.randint(0, 5, (b, h, w), generator=gen)
+    target[torch.rand(b, h, w, generator=gen) < 0.2] = 255
+    return target
+
+
+def normal_target(gen, b, h, w):
+    target = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=gen), dim=1)
+    return target * (torch.rand(b, 1, h, w, generator=gen) > 0.2)
+
+
+def depth_target(gen, b, h, w):
+    return torch.rand(b, 1, h, w, generator=gen) * (torch.rand(b, 1, h, w, generator=gen) > 0.2)
+
+
+def heatmap_target(gen, b, h, w):
+    target = torch.rand(b, 1, h, w, generator=gen)
+    target[torch.rand(b, 1, h, w, generator=gen) < 0.2] = 255.0
+    return target
+
+
+DENSE = [
+    (SegmentationTask(5), seg_target),
+    (NormalTask(), normal_target),
+    (DepthTask(), depth_target),
+    (HeatmapTask("edge"), heatmap_target),
+]
+# Every option that changes the statistics' reduction, so each is checked for summability.
+MERGE_CASES = [
+    *DENSE,
+    (SegmentationTask(5, pixel_acc="batch", miou="official"), seg_target),
+    (DepthTask(average="batch"), depth_target),
+    (HeatmapTask("edge", average="batch"), heatmap_target),
+]
+
+
+def task_id(value):
+    return repr(value) if hasattr(value, "name") else ""
+
+
+@pytest.mark.parametrize(("task", "make_target"), MERGE_CASES, ids=task_id)
+def test_merged_halves_equal_one_metric_over_both(task, make_target):
+    gen = torch.Generator().manual_seed(7)
+    batches = [
+        (torch.randn(2, task.channels, 4, 4, generator=gen), make_target(gen, 2, 8, 8))
+        for _ in range(4)
+    ]
+    whole, first, second = task.new_metric(), task.new_metric(), task.new_metric()
+    for i, (pred, target) in enumerate(batches):
+        whole.update(pred, target)
+        (first if i < 2 else second).update(pred, target)
+    # What an all-reduce does: add the states element-wise, load the sum.
+    summed = {k: v + second.state()[k] for k, v in first.state().items()}
+    reloaded = task.new_metric()
+    reloaded.load_state(summed)
+    first.merge(second.state())
+    assert first.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    assert reloaded.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    whole.reset()
+    with pytest.raises(ValueError, match=r"no valid"):
+        whole.compute()
+
+
+def test_state_is_a_copy_and_foreign_states_are_rejected():
+    metric = DepthTask().new_metric()
+    metric.update(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    state = metric.state()
+    state["count"] += 100
+    assert metric.state()["count"].item() == 4
+    with pytest.raises(ValueError, match=r"'depth'.*keys"):
+        metric.merge(NormalTask().new_metric().state())
+    bad = metric.state()
+    bad["within"] = torch.zeros(5, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"'depth'.*'within'.*shape"):
+        metric.load_state(bad)
+
+
+@pytest.mark.parametrize(("task", "make_target"), DENSE, ids=task_id)
+def test_bad_shapes_and_nan_name_the_task(task, make_target):
+    gen = torch.Generator().manual_seed(0)
+    target = make_target(gen, 2, 8, 8)
+    good = torch.zeros(2, task.channels, 4, 4)
+    name = f"'{task.name}'"
+    cases = [
+        (torch.zeros(3, task.channels, 4, 4), "batch size"),
+        (torch.zeros(2, task.channels + 1, 4, 4), rf"\[B, {task.channels}, h, w\]"),
+        (torch.zeros(task.channels, 4, 4), rf"\[B, {task.channels}, h, w\]"),
+    ]
+    nan = good.clone()
+    nan[0, 0, 1, 1] = float("nan")
+    inf = good.clone()
+    inf[1, 0, 0, 0] = float("inf")
+    cases += [(nan, "NaN or Inf"), (inf, "NaN or Inf")]
+    for pred, message in cases:
+        with pytest.raises(ValueError, match=f"{name}.*{message}"):
+            task.loss(pred, target)
+        with pytest.raises(ValueError, match=f"{name}.*{message}"):
+            task.new_metric().update(pred, target)
+    with pytest.raises(ValueError, match=f"{name}.*target must"):
+        task.loss(good, target[0])
+
+
+def test_wrong_number_of_classes():
+    task = SegmentationTask(40)
+    target = torch.zeros(1, 8, 8, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"'seg'.*\[B, 40, h, w\].*\[1, 13, 4, 4\]"):
+        task.loss(torch.zeros(1, 13, 4, 4), target)
+    target[0, 3, 3] = 45
+    with pytest.raises(ValueError, match=r"'seg'.*\[0, 39\] or 255.*found 45"):
+        task.loss(torch.zeros(1, 40, 4, 4), target)
+    target[0, 3, 3] = -1
+    with pytest.raises(ValueError, match=r"'seg'.*found -1"):
+        task.new_metric().update(torch.zeros(1, 40, 4, 4), target)
+    with pytest.raises(ValueError, match=r"'seg'.*integer class ids"):
+        task.loss(torch.zeros(1, 40, 4, 4), target.float())
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match=r"'seg'.*miou"):
+        SegmentationTask(3, miou="standard")
+    with pytest.raises(ValueError, match=r"'seg'.*class_weights.*3"):
+        SegmentationTask(3, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"'depth'.*average"):
+        DepthTask(average="mean")
+    with pytest.raises(ValueError, match=r"'x'.*num_classes"):
+        ClassificationTask("x", num_classes=1)
+
+
+def test_resize_nearest_matches_index_selection():
+    x = torch.arange(36, dtype=torch.int64).reshape(1, 6, 6)
+    assert torch.equal(resize_nearest(x, (3, 3)), x[:, ::2, ::2])
+    assert resize_nearest(x, (3, 3)).dtype == torch.int64
+    y = torch.arange(4.0).reshape(1, 1, 2, 2)
+    assert torch.equal(resize_nearest(y, (4, 4)), y.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    assert resize_nearest(y, (2, 2)) is y

@@ -1,0 +1,58 @@
+"""Keypoint/edge maps (L1, MAE) and image-level classification (CE, accuracy)."""
+
+import numpy as np
+import pytest
+import torch
+
+from adapmtl.tasks import ClassificationTask, HeatmapTask
+
+
+def test_heatmap_mae_ignores_255():
+    pred = torch.tensor([[[[0.5, 0.0, 1.0]]]])
+    target = torch.tensor([[[[1.0, 255.0, 0.25]]]])
+    metric = HeatmapTask("edge").new_metric()
+    metric.update(pred, target)
+    assert metric.compute()["mae"] == pytest.approx((0.5 + 0.75) / 2)
+    assert HeatmapTask("edge").loss(pred, target).item() == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_heatmap_loss_downsamples_target_and_handles_all_invalid():
+    pred = torch.tensor([[[[0.0, 1.0]]]], requires_grad=True)
+    target = torch.tensor([[[[0.5, 9.0, 255.0, 9.0]]]])  # nearest picks columns 0 and 2
+    task = HeatmapTask("keypoint")
+    assert task.loss(pred, target).item() == pytest.approx(0.5)
+    loss = task.loss(pred, torch.full((1, 1, 1, 4), 255.0))
+    assert loss.item() == 0.0 and loss.grad_fn is not None
+    loss.backward()
+
+
+def test_heatmap_batch_average():
+    metric = HeatmapTask("keypoint", average="batch").new_metric()
+    metric.update(torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]]))  # mean 2, B=1
+    metric.update(torch.zeros(2, 1, 1, 1), torch.tensor([[[[5.0]]], [[[255.0]]]]))  # mean 5, B=2
+    assert metric.compute()["mae"] == pytest.approx((2 * 1 + 5 * 2) / 3)
+
+
+def test_classification_accuracy_and_loss_against_numpy():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.3, 0.2, 0.1], [0.0, 0.0, 3.0]])
+    labels = torch.tensor([0, 2, 0, 1])
+    task = ClassificationTask("left", num_classes=3)
+    metric = task.new_metric()
+    metric.update(logits, labels)
+    assert metric.compute()["accuracy"] == pytest.approx(50.0)
+    z = logits.double().numpy()
+    log_softmax = z - np.log(np.exp(z).sum(1, keepdims=True))
+    expected = -log_softmax[np.arange(4), labels.numpy()].mean()
+    assert task.loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_classification_bad_input():
+    task = ClassificationTask("left", num_classes=3)
+    with pytest.raises(ValueError, match=r"'left'.*\[B, 3\]"):
+        task.loss(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"'left'.*\[0, 2\]"):
+        task.loss(torch.zeros(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"'left'.*batch size"):
+        task.loss(torch.zeros(2, 3), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"'left'.*NaN"):
+        task.loss(torch.tensor([[0.0, float("nan"), 0.0]]), torch.tensor([0]))
