@@ -87,8 +87,13 @@ def test_state_is_loadable_with_weights_only(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"window": 1}, "window"), ({"mode": "x"}, "mode"), ({"lam": 0.0}, "lam"),
-     ({"deviation": "x"}, "deviation"), ({"warmup": -1}, "warmup")],
+    [
+        ({"window": 1}, "window"),
+        ({"mode": "x"}, "mode"),
+        ({"lam": 0.0}, "lam"),
+        ({"deviation": "x"}, "deviation"),
+        ({"warmup": -1}, "warmup"),
+    ],
 )
 def test_bad_arguments_name_themselves(kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -81,5 +81,8 @@ def normalised_score(
     if missing:
         raise UserError(f"the dense reference has no metrics for task {missing[0]!r}")
     directions = {name: task.metric_directions for name, task in tasks.items()}
-    per_task, overall = delta_t(metrics, reference, directions, reduce=reduce)
+    try:
+        per_task, overall = delta_t(metrics, reference, directions, reduce=reduce)
+    except ValueError as err:
+        raise UserError(f"Delta_T against the dense reference: {err}") from None
     return {"per_task": per_task, "overall": overall, "reduce": reduce}

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny scenes configuration that trains in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+TINY: dict[str, Any] = {
+    "model": {"name": "deeplab_resnet34_cpu", "options": {"width": 0.125, "head_channels": 16}},
+    "tasks": {"preset": "scenes"},
+    "data": {
+        "name": "scenes",
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "options": {"size": [32, 32]},
+        "train_options": {"n": 32},
+        "val_options": {"n": 8},
+    },
+    "method": {"name": "adapmtl", "target": 0.5, "options": {"init": -5.0}},
+    "weighting": {"name": "adaptive", "options": {"window": 4, "warmup": 4}},
+    "optim": {
+        "lr": 1e-3,
+        "lr_step": 10,
+        "threshold_lr": 0.1,
+        "threshold_weight_decay": 1.0,
+    },
+    "train": {
+        "iterations": 12,
+        "val_every": 6,
+        "log_every": 3,
+        "checkpoint_every": 6,
+        "seed": 0,
+        "deterministic": True,
+        "threads": 1,
+    },
+}
+
+
+@pytest.fixture
+def tiny_settings() -> dict[str, Any]:
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)

@@ -1,0 +1,118 @@
+"""End-to-end training on a tiny scenes preset: thresholds move, the controller freezes at the
+target, results/eval/report have the expected content, and resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from adapmtl.cli import main
+from adapmtl.config import from_dict
+from adapmtl.engine.checkpoint import load_checkpoint
+from adapmtl.engine.trainer import Trainer
+
+pytestmark = pytest.mark.slow
+
+
+def train(settings, run_dir, **kwargs):
+    trainer = Trainer(from_dict(settings), run_dir, verbose=False, **kwargs)
+    return trainer, trainer.fit()
+
+
+def test_adapmtl_run_prunes_to_the_target_and_writes_its_files(tiny_settings, tmp_path):
+    trainer, results = train(tiny_settings, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "meta.json", "log.jsonl", "results.json", "last.pt"):
+        assert (run / name).is_file(), name
+    frozen_at = results["method"]["frozen_at"]
+    assert frozen_at is not None and frozen_at < 12
+    overall = results["sparsity"]["overall"]["sparsity"]
+    assert abs(overall - 0.5) <= 0.005
+    assert set(results["sparsity"]["components"]) == {"backbone", *trainer.tasks}
+    thetas = [t["theta"] for t in results["sparsity"]["thresholds"].values()]
+    assert all(theta > -5.0 for theta in thetas)  # every threshold moved up from its init
+    assert set(results["metrics"]) == set(trainer.tasks)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in log} == {"train", "val"}
+    assert any("weight/seg" in r for r in log)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["torch"] == torch.__version__ and meta["seed"] == 0
+    state = load_checkpoint(run / "last.pt")
+    assert state["iteration"] == 12
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_settings, tmp_path):
+    _, whole = train(tiny_settings, tmp_path / "whole")
+    half = dict(tiny_settings, train={**tiny_settings["train"], "iterations": 6})
+    train(half, tmp_path / "split")
+    # continue the same run to 12 iterations
+    config = from_dict(tiny_settings)
+    state = load_checkpoint(tmp_path / "split" / "last.pt")
+    state["config"] = config.to_dict()  # the run is extended, as `--set train.iterations=12`
+    torch.save(state, tmp_path / "split" / "last.pt")
+    resumed = Trainer(config, tmp_path / "split", resume=True, verbose=False)
+    resumed.fit()
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["weighting"]["history"], b["weighting"]["history"])
+    assert a["method"] == b["method"]
+
+
+def test_cli_train_eval_report(tiny_settings, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_settings))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run / "last.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert abs(report["overall"]["sparsity"] - 0.5) <= 0.005
+    reference = tmp_path / "ref.json"
+    results = json.loads((run / "results.json").read_text())
+    reference.write_text(json.dumps({"metrics": results["metrics"]}))
+    assert main(["eval", str(run / "last.pt"), "--reference", str(reference), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    # evaluating against its own metrics gives Delta_T = 0 for every task
+    assert evaluated["delta_t"]["overall"] == pytest.approx(0.0, abs=1e-9)
+    assert evaluated["metrics"] == pytest.approx(results["metrics"])
+
+
+def test_existing_run_is_not_overwritten(tiny_settings, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_settings))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "results.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.target=1.5", "method.target"),
+        ("model.name=resnet9000", "model.name"),
+        ("tasks.names=[seg,depht]", "tasks.names"),
+        ("tasks.preset=cityscapes", "tasks.preset"),
+        ("data.name=nyuv2_adashare", "data"),
+        ("methd.name=dense", "unknown config key 'methd'"),
+    ],
+)
+def test_bad_configs_exit_nonzero_and_write_nothing(
+    tiny_settings, tmp_path, capsys, override, message
+):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_settings))
+    run = tmp_path / "run"
+    code = main(["train", "--config", str(config), "--out", str(run), "--set", override])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert not run.exists() or not any(run.iterdir())
