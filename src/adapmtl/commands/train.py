@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from adapmtl.commands.common import add_config_arguments
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapmtl.engine.distributed import MainRankError, session
+    from adapmtl.engine.interrupt import TrainingInterruptedError
     from adapmtl.engine.trainer import Trainer
 
     if args.out is None:
@@ -38,15 +41,30 @@ def run(args: argparse.Namespace) -> int:
         if args.config is None:
             raise UserError("give --config FILE")
         config = load_config(args.config, args.overrides)
-    trainer = Trainer(
-        config,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        init_from=args.init_from,
-        verbose=not args.quiet,
-    )
-    results = trainer.fit()
+    with session(config.train.device) as dist:
+        try:
+            trainer = Trainer(
+                config,
+                args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                init_from=args.init_from,
+                verbose=not args.quiet,
+                dist=dist,
+            )
+            results = trainer.fit()
+        except MainRankError:
+            return 2  # rank 0 prints the message
+        except TrainingInterruptedError as stop:
+            if dist.is_main:
+                print(f"adapmtl train: {stop}", file=sys.stderr)
+            return stop.exit_code
+        except UserError as err:
+            if dist.enabled:
+                raise UserError(f"rank {dist.rank}: {err}") from None
+            raise
+        if not dist.is_main:
+            return 0
     from adapmtl.analysis.tables import results_table
 
     print(results_table([(config.method.name, results)], list(trainer.tasks)))

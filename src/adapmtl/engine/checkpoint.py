@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,52 @@ import torch
 
 from adapmtl.errors import UserError
 
+TMP_SUFFIX = ".tmp"
+REQUIRED_KEYS = ("config", "model", "iteration")
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically. A failed write (full disk, I/O error) removes its
+    temporary file, leaves any previous ``path`` intact and raises a :class:`UserError`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+        raise UserError(f"could not write checkpoint {path}: {err}; {kept}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def remove_partial_writes(directory: str | Path) -> list[Path]:
+    """Delete temporary files left by checkpoint writes that were killed; returns them."""
+    leftovers = sorted(Path(directory).glob(f".*.pt.*{TMP_SUFFIX}"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
+def estimated_size(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes a checkpoint holding these tensors needs (plus 1 MiB for the rest)."""
+    return sum(t.numel() * t.element_size() for t in tensors) + 2**20
+
+
+def check_free_space(directory: str | Path, needed: int) -> None:
+    """A clear error before training when ``directory``'s file system has less than ``needed``
+    bytes free (checked where it can be; a disk that fills later fails the write cleanly)."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise UserError(
+            f"not enough free space in {directory}: {free / 2**20:.1f} MiB free, checkpoints need "
+            f"about {needed / 2**20:.1f} MiB; free some space or choose another --out"
+        )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -45,7 +80,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"to unpickle it (weights_only=True): {str(err).splitlines()[0]}"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise UserError(f"checkpoint {path} is unreadable or truncated: {err}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"checkpoint {path} is not an adapmtl checkpoint (no 'model' entry)")
+        raise UserError(
+            f"checkpoint {path} is unreadable or truncated: {str(err).splitlines()[0]}"
+        ) from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is not an adapmtl checkpoint (no {missing[0]!r} entry)")
     return state

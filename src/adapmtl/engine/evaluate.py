@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +22,43 @@ def evaluate(
     device: torch.device,
     *,
     max_batches: int | None = None,
-    reduce_state: Any = None,
+    reduce_state: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
     """Metrics per task over the loader (sufficient statistics accumulated, then computed) and the
-    mean unweighted loss per task. ``reduce_state`` (DDP) sums metric states across processes."""
+    mean unweighted loss per task over the batches.
+
+    ``reduce_state`` (DDP: a sum over processes) is applied to every metric's ``state()`` and to
+    the loss sums and batch count before anything is computed, so N processes that evaluate
+    disjoint batches report what one process evaluating all of them would."""
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in tasks.items()}
-    loss_sums = {name: 0.0 for name in tasks}
+    loss_sums = torch.zeros(len(tasks), dtype=torch.float64)
     batches = 0
     for index, (images, targets) in enumerate(loader):
         if max_batches is not None and index >= max_batches:
             break
         outputs = model(images.to(device))
-        for name, task in tasks.items():
+        for position, (name, task) in enumerate(tasks.items()):
             target = targets[name].to(device)
-            loss_sums[name] += float(task.loss(outputs[name], target))
+            loss_sums[position] += float(task.loss(outputs[name], target))
             metrics[name].update(outputs[name], target)
         batches += 1
     model.train(was_training)
-    if batches == 0:
-        raise UserError("the evaluation split is empty")
+    totals = {"loss": loss_sums, "batches": torch.tensor([batches], dtype=torch.int64)}
     if reduce_state is not None:
         for metric in metrics.values():
             metric.load_state(reduce_state(metric.state()))
+        totals = reduce_state(totals)
+    batches = int(totals["batches"].item())
+    if batches == 0:
+        raise UserError("the evaluation split is empty")
     return {
         "metrics": {name: metric.compute() for name, metric in metrics.items()},
-        "loss": {name: total / batches for name, total in loss_sums.items()},
+        "loss": {
+            name: float(total) / batches
+            for name, total in zip(tasks, totals["loss"].tolist(), strict=True)
+        },
     }
 
 

@@ -63,3 +63,32 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return 2**62
+
+
+class ShardedEvalSampler(Sampler[list[int]]):
+    """Sequential evaluation batches (``0..B-1``, ``B..2B-1``, ...), the first ``max_batches`` of
+    them, dealt round-robin to the processes: together they evaluate exactly the batches a
+    single process would, so summed statistics (and per-batch losses) are the same."""
+
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        *,
+        max_batches: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        count = -(-dataset_size // batch_size)
+        if max_batches is not None:
+            count = min(count, max_batches)
+        self.batches = [
+            list(range(i * batch_size, min((i + 1) * batch_size, dataset_size)))
+            for i in range(rank, count, world_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,9 +1,14 @@
 """The iteration-based trainer (paper Section 4.1.4): Adam, step decay, validation every N
 iterations, best checkpoint by Delta_T (or validation loss), exact resume.
 
-Step order: forward, per-task losses, task weights (weighting), weighted loss, backward,
-``method.after_backward`` (controller, masks), optimizer step, scheduler step,
-``method.after_step``.
+Step order: forward, per-task losses, (DDP: losses all-reduced), task weights (weighting),
+weighted loss, backward (DDP: gradients all-reduced), ``method.after_backward`` (controller,
+masks), optimizer step, scheduler step, ``method.after_step``.
+
+Under torchrun every process runs this trainer on its slice of each global batch
+(docs/distributed.md); only rank 0 writes files. Faults (docs/reliability.md): checkpoints are
+atomic, SIGINT/SIGTERM stop after the current step with a checkpoint, a non-finite loss stops
+the run (or skips the step) and is never saved.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,12 +36,19 @@ from adapmtl.engine.build import (
     build_run_method,
     build_run_weighting,
     build_tasks,
-    resolve_device,
 )
-from adapmtl.engine.checkpoint import load_checkpoint, save_checkpoint
+from adapmtl.engine.checkpoint import (
+    check_free_space,
+    estimated_size,
+    load_checkpoint,
+    remove_partial_writes,
+    save_checkpoint,
+)
+from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
+from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError, catch
 from adapmtl.engine.logging import RunLogger
-from adapmtl.engine.sampling import ResumableBatchSampler
+from adapmtl.engine.sampling import ResumableBatchSampler, ShardedEvalSampler
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
 from adapmtl.sparsity import is_sparsified, report
@@ -44,32 +57,60 @@ RUN_FILES = ("config.yaml", "meta.json", "log.jsonl", "results.json", "last.pt",
 
 
 class NonFiniteLossError(UserError):
-    """A task loss became NaN or Inf."""
+    """A task loss (or, after a step, a weight) became NaN or Inf."""
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: an existing run directory needs ``resume`` or ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"output directory {run_dir} is a file, not a directory")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
+        check_writable(run_dir)
         return
     if existing and not overwrite:
         raise UserError(
             f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it or --overwrite to replace it"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create output directory {run_dir}: {err}") from None
+    check_writable(run_dir)
+    if overwrite:
+        for name in existing:
+            (run_dir / name).unlink()
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+
+
+def check_writable(run_dir: Path) -> None:
     probe = run_dir / ".write-test"
     try:
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as err:
         raise UserError(f"output directory {run_dir} is not writable: {err}") from None
-    if overwrite:
-        for name in existing:
-            (run_dir / name).unlink()
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+
+
+def truncate_log(path: Path, iteration: int) -> None:
+    """Keep the complete records of ``log.jsonl`` up to ``iteration`` (a resumed run re-runs
+    the steps after its checkpoint; a killed run may have left half a line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("iteration", 0) <= iteration:
+            kept.append(line + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
 
 
 def _git_revision() -> str | None:
@@ -94,7 +135,12 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Config, Any]:
     """Rebuild the model of a checkpoint from the config it holds and load its weights.
     Returns (model, config, tasks)."""
-    config = from_dict(state["config"])
+    if not isinstance(state.get("config"), dict):
+        raise UserError("checkpoint holds no run config")
+    try:
+        config = from_dict(state["config"])
+    except UserError as err:
+        raise UserError(f"the config stored in the checkpoint is invalid: {err}") from None
     tasks = build_tasks(config)
     model = build_model(config, tasks)
     method = build_run_method(config)
@@ -111,9 +157,10 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Confi
 class Trainer:
     """Trains one run described by ``config`` into ``run_dir``.
 
-    ``resume`` continues ``run_dir/last.pt`` (the result equals an uninterrupted run);
-    ``init_from`` starts a new run from another run's weights (and thresholds where present),
-    for example to prune a 60 % model further to 90 %.
+    ``resume`` continues ``run_dir/last.pt`` (the result equals an uninterrupted run, with the
+    same or a different number of processes); ``init_from`` starts a new run from another run's
+    weights (and thresholds where present), for example to prune a 60 % model further to 90 %.
+    ``dist`` places this process in a torchrun job (:func:`adapmtl.engine.distributed.session`).
     """
 
     def __init__(
@@ -125,14 +172,21 @@ class Trainer:
         overwrite: bool = False,
         init_from: str | Path | None = None,
         verbose: bool = True,
+        dist: Distributed | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.dist = dist or Distributed()
+        self.dist.check_same(config.to_dict(), "the run config")
+        if config.data.batch_size % self.dist.world_size:
+            raise UserError(
+                f"data.batch_size: the global batch of {config.data.batch_size} does not split "
+                f"evenly over {self.dist.world_size} processes"
+            )
         resume_state = None
         if resume:
-            prepare_run_dir(self.run_dir, resume=True, overwrite=False)
-            resume_state = load_checkpoint(self.run_dir / "last.pt")
+            resume_state = self.dist.on_main(self._read_last_checkpoint)
         self.config = config
-        self.device = resolve_device(config.train.device)
+        self.device = self.dist.device(config.train.device)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         if config.train.deterministic:
@@ -143,11 +197,14 @@ class Trainer:
         self.tasks = build_tasks(config)
         self.model = build_model(config, self.tasks)
         self.method = build_run_method(config)
-        init_state = load_checkpoint(init_from) if init_from is not None else None
+        init_state = None
+        if init_from is not None:
+            init_state = self.dist.on_main(lambda: load_checkpoint(init_from))
         self.method.prepare(self.model)
         if init_state is not None:
             self._init_from(init_state, Path(init_from))
         self.model.to(self.device)
+        self.parallel = ParallelModel(self.model, self.dist, self.device)
         self.weighting = build_run_weighting(config, self.tasks, self.model)
         self.optimizer, self.scheduler = self._build_optimizer()
         self.reference = read_reference(config.eval.reference) if config.eval.reference else None
@@ -155,15 +212,20 @@ class Trainer:
         self.train_set = build_dataset(config, config.data.train_split, self.tasks, train=True)
         self.val_set = build_dataset(config, config.data.val_split, self.tasks, train=False)
         self.iteration = 0
+        self.skipped_steps = 0
         self.best: dict[str, Any] | None = None
-        self.initial_rng = torch.get_rng_state()
+        self.stop_request = StopRequest()
+        self.stop_signal: int | None = None
         if resume_state is not None:
             self._load_state(resume_state)
+            self.dist.on_main(self._prepare_resumed_dir)
         else:
-            prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite)
-            self._write_run_files()
+            self.dist.on_main(lambda: self._prepare_new_dir(overwrite))
         self.logger = RunLogger(
-            self.run_dir, config.train.iterations, self.iteration, enabled=verbose
+            self.run_dir,
+            config.train.iterations,
+            self.iteration,
+            enabled=verbose and self.dist.is_main,
         )
         self.context = TrainingContext(
             model=self.model,
@@ -175,6 +237,26 @@ class Trainer:
             reset_optimizer=self._reset_optimizer,
             device=self.device,
         )
+
+    def _read_last_checkpoint(self) -> dict[str, Any]:
+        prepare_run_dir(self.run_dir, resume=True, overwrite=False)
+        return load_checkpoint(self.run_dir / "last.pt")
+
+    def _prepare_resumed_dir(self) -> None:
+        remove_partial_writes(self.run_dir)
+        truncate_log(self.run_dir / "log.jsonl", self.iteration)
+        present = sum((self.run_dir / name).exists() for name in ("last.pt", "best.pt"))
+        check_free_space(self.run_dir, self._checkpoint_size() * (3 - present))
+
+    def _prepare_new_dir(self, overwrite: bool) -> None:
+        prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite)
+        check_free_space(self.run_dir, self._checkpoint_size() * 3)
+        self._write_run_files()
+
+    def _checkpoint_size(self) -> int:
+        """Model state plus Adam's two moments per trainable weight."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return estimated_size([*self.model.state_dict().values(), *trainable, *trainable])
 
     def _build_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
         optim = self.config.optim
@@ -222,6 +304,7 @@ class Trainer:
             "seed": self.config.train.seed,
             "device": str(self.device),
             "command": sys.argv,
+            "world_size": self.dist.world_size,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -240,16 +323,20 @@ class Trainer:
         )
 
     def _train_batches(self) -> Iterator[Any]:
+        """This process's slice of every global batch."""
         sampler = ResumableBatchSampler(
             len(self.train_set),
             self.config.data.batch_size,
             seed=self.config.train.seed,
             start_iteration=self.iteration,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         return iter(self._loader(self.train_set, sampler))
 
     def _scoring_batches(self) -> Iterator[Any]:
-        """Batches for scoring at initialisation (SNIP, DiSparse), from their own seed stream."""
+        """Batches for scoring at initialisation (SNIP, DiSparse), from their own seed stream.
+        Every process gets the whole global batch, so methods decide from identical data."""
         sampler = ResumableBatchSampler(
             len(self.train_set),
             self.config.data.batch_size,
@@ -259,37 +346,66 @@ class Trainer:
             yield _to_device(batch, self.device)
 
     def _val_loader(self) -> DataLoader:
-        return self._loader(self.val_set, batch_size=self.config.data.eval_batch_size)
+        sampler = ShardedEvalSampler(
+            len(self.val_set),
+            self.config.data.eval_batch_size,
+            max_batches=self.config.eval.max_batches,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        return self._loader(self.val_set, sampler)
 
     # ----------------------------------------------------------------- steps
-    def _task_losses(self, batch: Any) -> dict[str, torch.Tensor]:
+    def _task_losses(self, batch: Any, forward: Any = None) -> dict[str, torch.Tensor]:
+        """Unweighted per-task losses; ``forward`` defaults to the bare model (no DDP), which
+        is what methods score with."""
         images, targets = batch
-        outputs = self.model(images)
+        outputs = (forward or self.model)(images)
         return {name: task.loss(outputs[name], targets[name]) for name, task in self.tasks.items()}
 
-    def _check_finite(self, losses: dict[str, torch.Tensor]) -> bool:
-        bad = [name for name, value in losses.items() if not torch.isfinite(value)]
+    def _synchronise(self, losses: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+        """The mean of every process's task losses (what the weighting sees, so all processes
+        compute the same task weights) and the signal any process was asked to stop for: one
+        all-reduce per step."""
+        if not self.dist.enabled:
+            return losses, StopRequest.signal_of(self.stop_request.vector())
+        packed = torch.cat([losses.double(), torch.tensor(self.stop_request.vector()).double()])
+        total = self.dist.sum(packed)
+        mean = (total[: len(losses)] / self.dist.world_size).to(losses.dtype)
+        return mean, StopRequest.signal_of(total[len(losses) :].tolist())
+
+    def _check_finite(self, losses: torch.Tensor) -> bool:
+        names = list(self.tasks)
+        bad = [i for i, value in enumerate(losses.tolist()) if not torch.isfinite(losses[i])]
         if not bad:
             return True
         message = (
-            f"loss of task {bad[0]!r} is {float(losses[bad[0]])} at iteration {self.iteration}"
+            f"loss of task {names[bad[0]]!r} is {losses[bad[0]].item()} at iteration "
+            f"{self.iteration}"
         )
         if self.config.train.on_nonfinite == "skip":
             self.skipped_steps += 1
             self.logger.message(f"{message}; step skipped ({self.skipped_steps} so far)")
             return False
         raise NonFiniteLossError(
-            f"{message}; stopping. The last good checkpoint is {self.run_dir / 'last.pt'} "
+            f"{message}; stopping. {self._last_good()} "
             "(set train.on_nonfinite: skip to skip such steps instead)"
         )
 
+    def _last_good(self) -> str:
+        last = self.run_dir / "last.pt"
+        if self.iteration > 0 and last.is_file():
+            return f"The last good checkpoint, {last}, is kept"
+        return "No checkpoint was written yet"
+
     def train_step(self, batch: Any) -> dict[str, float]:
         self.model.train()
-        losses = self._task_losses(batch)
-        if not self._check_finite(losses):
-            return {}
+        losses = self._task_losses(batch, self.parallel)
         vector = torch.stack(list(losses.values()))
-        weights = self.weighting.update(vector.detach()).to(vector)
+        mean, self.stop_signal = self._synchronise(vector.detach())
+        if not self._check_finite(mean):
+            return {}
+        weights = self.weighting.update(mean).to(vector)
         total = (weights * vector).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -297,37 +413,66 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
-        scalars = {f"loss/{name}": float(value) for name, value in losses.items()}
+        scalars = {f"loss/{name}": float(v) for name, v in zip(self.tasks, mean, strict=True)}
         scalars.update({f"weight/{n}": float(w) for n, w in zip(self.tasks, weights, strict=True)})
-        scalars["loss/total"] = float(total)
+        scalars["loss/total"] = float((weights * mean).sum())
         return scalars
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.iterations``; returns the final results (also in results.json)."""
+        """Train to ``train.iterations``; returns the final results (also in results.json).
+
+        Raises :class:`TrainingInterruptedError` after writing a checkpoint when SIGINT/SIGTERM
+        arrived, and :class:`NonFiniteLossError` on a NaN/Inf loss (``on_nonfinite: stop``)."""
         config = self.config.train
-        self.skipped_steps = getattr(self, "skipped_steps", 0)
         if self.iteration == 0:
             self.method.on_start(self.context)
+            self._share_method_state()
         batches = self._train_batches()
         results: dict[str, Any] = {}
         started = time.perf_counter()
         try:
-            while self.iteration < config.iterations:
-                scalars = self.train_step(_to_device(next(batches), self.device))
-                self.iteration += 1
-                done = self.iteration == config.iterations
-                if scalars and (self.iteration % config.log_every == 0 or done):
-                    self._log_train(scalars)
-                if self.iteration % config.val_every == 0 or done:
-                    results = self._validate()
-                if self.iteration % config.checkpoint_every == 0 or done:
-                    save_checkpoint(self._state(), self.run_dir / "last.pt")
+            with catch() as self.stop_request:
+                while self.iteration < config.iterations:
+                    scalars = self.train_step(_to_device(next(batches), self.device))
+                    self.iteration += 1
+                    done = self.iteration == config.iterations
+                    if scalars and (self.iteration % config.log_every == 0 or done):
+                        self._log_train(scalars)
+                    if self.iteration % config.val_every == 0 or done:
+                        results = self._validate()
+                    stopping = self.stop_signal is not None and not done
+                    if self.iteration % config.checkpoint_every == 0 or done or stopping:
+                        self._save("last.pt")
+                    if stopping:
+                        raise self._interrupted()
         finally:
             self.logger.close()
         results["train_seconds"] = time.perf_counter() - started
         results["skipped_steps"] = self.skipped_steps
-        self._write_results(results)
+        if self.dist.is_main:
+            self._write_results(results)
         return results
+
+    def _share_method_state(self) -> None:
+        """Decisions taken before the first step (scoring at initialisation) are rank 0's: its
+        method state goes to every process, its weights and masks with the first DDP wrap."""
+        if not self.dist.enabled:
+            return
+        state = self.dist.broadcast(self.method.state_dict())
+        if not self.dist.is_main:
+            self.method.load_state_dict(state)
+
+    def _interrupted(self) -> TrainingInterruptedError:
+        self.dist.barrier()  # the checkpoint is complete before any process exits
+        assert self.stop_signal is not None
+        name = signal.Signals(self.stop_signal).name
+        launcher = "torchrun --nproc_per_node=N -m adapmtl" if self.dist.enabled else "adapmtl"
+        return TrainingInterruptedError(
+            self.stop_signal,
+            f"stopped by {name} after iteration {self.iteration} of "
+            f"{self.config.train.iterations}; checkpoint written to {self.run_dir / 'last.pt'}. "
+            f"Resume with: {launcher} train --out {self.run_dir} --resume",
+        )
 
     def _sparsity_scalars(self) -> dict[str, float]:
         if not is_sparsified(self.model):
@@ -347,12 +492,13 @@ class Trainer:
         self.logger.progress(self.iteration, text)
 
     def _validate(self) -> dict[str, Any]:
+        self.parallel.sync_buffers()
         evaluation = evaluate(
             self.model,
             self.tasks,
             self._val_loader(),
             self.device,
-            max_batches=self.config.eval.max_batches,
+            reduce_state=self.dist.sum_state if self.dist.enabled else None,
         )
         results: dict[str, Any] = {"iteration": self.iteration, **evaluation}
         if is_sparsified(self.model):
@@ -385,7 +531,7 @@ class Trainer:
             score, key = -sum(results["loss"].values()), "-val_loss"
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "key": key, "iteration": self.iteration}
-            save_checkpoint(self._state(), self.run_dir / "best.pt")
+            self._save("best.pt")
 
     def _write_results(self, results: dict[str, Any]) -> None:
         results = {**results, "best": self.best}
@@ -395,6 +541,25 @@ class Trainer:
         tmp.replace(path)
 
     # ------------------------------------------------------------ checkpoints
+    def _save(self, name: str) -> None:
+        """Write a checkpoint (rank 0) — never one holding non-finite weights."""
+        bad = next(
+            (
+                key
+                for key, value in self.model.state_dict().items()
+                if value.is_floating_point() and not torch.isfinite(value).all()
+            ),
+            None,
+        )
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"weight {bad!r} became NaN or Inf by iteration {self.iteration}; stopping "
+                f"without saving it. {self._last_good()}"
+            )
+        self.parallel.sync_buffers()
+        if self.dist.is_main:
+            save_checkpoint(self._state(), self.run_dir / name)
+
     def _state(self) -> dict[str, Any]:
         return {
             "format": "adapmtl-checkpoint-1",
@@ -407,7 +572,7 @@ class Trainer:
             "method": self.method.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
             "best": self.best,
-            "skipped_steps": getattr(self, "skipped_steps", 0),
+            "skipped_steps": self.skipped_steps,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
