@@ -35,7 +35,7 @@ from adapmtl.engine.build import (
 from adapmtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
 from adapmtl.engine.logging import RunLogger
-from adapmtl.engine.sampling import ResumableBatchSampler
+from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
 from adapmtl.sparsity import is_sparsified, report
@@ -246,7 +246,7 @@ class Trainer:
             seed=self.config.train.seed,
             start_iteration=self.iteration,
         )
-        return iter(self._loader(self.train_set, sampler))
+        return iter(self._loader(EpochIndexed(self.train_set), sampler))
 
     def _scoring_batches(self) -> Iterator[Any]:
         """Batches for scoring at initialisation (SNIP, DiSparse), from their own seed stream."""
@@ -255,7 +255,7 @@ class Trainer:
             self.config.data.batch_size,
             seed=self.config.train.seed + 7919,
         )
-        for batch in self._loader(self.train_set, sampler):
+        for batch in self._loader(EpochIndexed(self.train_set), sampler):
             yield _to_device(batch, self.device)
 
     def _val_loader(self) -> DataLoader:
