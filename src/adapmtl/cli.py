@@ -16,6 +16,7 @@ from adapmtl.errors import UserError
 
 COMMANDS: dict[str, str] = {
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+    "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
 }
 
 
