@@ -45,7 +45,7 @@ def test_bad_values_name_the_key(override, message):
 
 def test_malformed_yaml_names_the_file(tmp_path):
     path = write(tmp_path, "model: [unclosed\n")
-    with pytest.raises(UserError, match="c.yaml is not valid YAML"):
+    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML"):
         load_config(path)
 
 

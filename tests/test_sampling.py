@@ -3,8 +3,9 @@
 import itertools
 
 import pytest
+import torch
 
-from adapmtl.engine.sampling import ResumableBatchSampler
+from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler
 
 
 def take(sampler, n):
@@ -15,8 +16,27 @@ def test_each_epoch_is_a_permutation_and_epochs_differ():
     sampler = ResumableBatchSampler(10, 5, seed=1)
     batches = take(sampler, 4)
     assert sorted(batches[0] + batches[1]) == list(range(10))
-    assert sorted(batches[2] + batches[3]) == list(range(10))
-    assert batches[:2] != batches[2:]
+    # keys of epoch 1 are offset by the dataset size
+    assert sorted(batches[2] + batches[3]) == list(range(10, 20))
+    assert [k - 10 for k in batches[2]] != batches[0]
+
+
+def test_epoch_indexed_sets_the_epoch_before_reading():
+    class Recorder(torch.utils.data.Dataset):
+        epoch = 0
+
+        def __len__(self):
+            return 10
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __getitem__(self, index):
+            return (self.epoch, index)
+
+    wrapped = EpochIndexed(Recorder())
+    assert wrapped[3] == (0, 3)
+    assert wrapped[23] == (2, 3)
 
 
 def test_resuming_at_an_iteration_gives_the_same_batches():

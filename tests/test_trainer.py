@@ -45,7 +45,7 @@ def test_adapmtl_run_prunes_to_the_target_and_writes_its_files(tiny_settings, tm
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_settings, tmp_path):
-    _, whole = train(tiny_settings, tmp_path / "whole")
+    train(tiny_settings, tmp_path / "whole")
     half = dict(tiny_settings, train={**tiny_settings["train"], "iterations": 6})
     train(half, tmp_path / "split")
     # continue the same run to 12 iterations

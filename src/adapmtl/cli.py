@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "report": "Per-component sparsity and thresholds of a checkpoint",
     "config": "Show the resolved config",
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+    "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
 }
 
 

@@ -17,10 +17,21 @@ def _interactive() -> bool:
 
 
 class RunLogger:
-    """Writes ``log.jsonl`` in the run directory; mirrors scalars to TensorBoard if available."""
+    """Writes ``log.jsonl`` in the run directory; mirrors scalars to TensorBoard if available.
 
-    def __init__(self, run_dir: Path, total: int, start: int = 0, enabled: bool = True) -> None:
+    ``enabled=False`` (every rank but 0 under DDP) writes and prints nothing; ``verbose=False``
+    keeps the files but prints no progress."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        total: int,
+        start: int = 0,
+        enabled: bool = True,
+        verbose: bool = True,
+    ) -> None:
         self.enabled = enabled
+        self.verbose = enabled and verbose
         self.path = run_dir / "log.jsonl"
         self.tensorboard = None
         self.bar = None
@@ -32,7 +43,7 @@ class RunLogger:
             self.tensorboard = SummaryWriter(str(run_dir / "tb"))
         except ImportError:
             self.tensorboard = None
-        if _interactive():
+        if self.verbose and _interactive():
             self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc="train")
 
     def log(self, iteration: int, scalars: dict[str, Any], kind: str = "train") -> None:
@@ -47,7 +58,7 @@ class RunLogger:
                     self.tensorboard.add_scalar(f"{kind}/{key}", value, iteration)
 
     def progress(self, iteration: int, text: str) -> None:
-        if not self.enabled:
+        if not self.verbose:
             return
         if self.bar is not None:
             self.bar.n = iteration
@@ -56,7 +67,7 @@ class RunLogger:
             print(f"[{iteration}] {text}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
-        if not self.enabled:
+        if not self.verbose:
             return
         if self.bar is not None:
             self.bar.write(text)

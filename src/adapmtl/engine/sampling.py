@@ -1,7 +1,8 @@
 """A resumable, deterministic, infinite batch sampler.
 
 Epoch ``e`` visits a permutation drawn from ``seed`` and ``e`` only, so the batch at any iteration
-is a pure function of (seed, iteration): a resumed run sees exactly the batches an uninterrupted
+is a pure function of (seed, iteration). Keys are ``e * len(dataset) + index``; wrap the dataset in
+:class:`EpochIndexed` to read them: a resumed run sees exactly the batches an uninterrupted
 run would. Under DDP each process takes its contiguous slice of every global batch, so N processes
 train on the same global batches as one process.
 """
@@ -47,11 +48,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def global_batch(self, iteration: int) -> list[int]:
         epoch, index = divmod(iteration, self.batches_per_epoch)
+        offset = epoch * self.dataset_size
         if self._cached is None or self._cached[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._cached = (epoch, torch.randperm(self.dataset_size, generator=generator))
         order = self._cached[1]
-        return order[index * self.batch_size : (index + 1) * self.batch_size].tolist()
+        batch = order[index * self.batch_size : (index + 1) * self.batch_size]
+        return (batch + offset).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         per_rank = self.batch_size // self.world_size
@@ -92,3 +95,22 @@ class ShardedEvalSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """Wraps a dataset for :class:`ResumableBatchSampler` keys ``epoch * len + index``: each item
+    is read after ``dataset.set_epoch(epoch)`` (when the dataset has it), so augmentation varies
+    by epoch yet stays a pure function of (seed, epoch, index) in any worker process."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: int) -> object:
+        epoch, index = divmod(key, self.size)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]

@@ -48,7 +48,7 @@ from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
 from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError, catch
 from adapmtl.engine.logging import RunLogger
-from adapmtl.engine.sampling import ResumableBatchSampler, ShardedEvalSampler
+from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, ShardedEvalSampler
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
 from adapmtl.sparsity import is_sparsified, report
@@ -225,7 +225,8 @@ class Trainer:
             self.run_dir,
             config.train.iterations,
             self.iteration,
-            enabled=verbose and self.dist.is_main,
+            enabled=self.dist.is_main,
+            verbose=verbose,
         )
         self.context = TrainingContext(
             model=self.model,
@@ -310,14 +311,10 @@ class Trainer:
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     # ----------------------------------------------------------------- data
-    def _loader(
-        self, dataset: Any, sampler: Any = None, batch_size: int | None = None
-    ) -> DataLoader:
+    def _loader(self, dataset: Any, sampler: Any) -> DataLoader:
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            batch_size=None if sampler is not None else batch_size,
-            shuffle=False,
             num_workers=self.config.data.num_workers,
             persistent_workers=False,
         )
@@ -332,7 +329,7 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        return iter(self._loader(self.train_set, sampler))
+        return iter(self._loader(EpochIndexed(self.train_set), sampler))
 
     def _scoring_batches(self) -> Iterator[Any]:
         """Batches for scoring at initialisation (SNIP, DiSparse), from their own seed stream.
@@ -342,7 +339,7 @@ class Trainer:
             self.config.data.batch_size,
             seed=self.config.train.seed + 7919,
         )
-        for batch in self._loader(self.train_set, sampler):
+        for batch in self._loader(EpochIndexed(self.train_set), sampler):
             yield _to_device(batch, self.device)
 
     def _val_loader(self) -> DataLoader:
