@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically. A failed write (full disk, I/O error) removes its
     temporary file, leaves any previous ``path`` intact and raises a :class:`UserError`."""
     path = Path(path)
-    tmp: str | None = None
+    tmp: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        # O_EXCL: never write through a file someone else created; mode 0o666 minus the umask,
+        # as for any other file the run writes
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
@@ -40,7 +43,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise UserError(f"could not write checkpoint {path}: {err}; {kept}") from None
     finally:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
 
 def remove_partial_writes(directory: str | Path) -> list[Path]:

@@ -78,6 +78,14 @@ class Distributed:
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(out, value)
+        return out
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()
@@ -220,7 +228,6 @@ class ParallelModel:
             self._ddp = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=True,
             )
             self._structure = current
             self.wraps += 1

@@ -127,6 +127,10 @@ def _git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
+def _rank_seed(seed: int, rank: int, iteration: int) -> int:
+    return (seed * 1_000_003 + rank * 7_919 + iteration) % 2**63
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     images, targets = batch
     return images.to(device), {name: t.to(device) for name, t in targets.items()}
@@ -204,6 +208,8 @@ class Trainer:
         if init_state is not None:
             self._init_from(init_state, Path(init_from))
         self.model.to(self.device)
+        if self.dist.rank > 0:  # identical weights, but dropout of its own on every process
+            torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank, 0))
         self.parallel = ParallelModel(self.model, self.dist, self.device)
         self.weighting = build_run_weighting(config, self.tasks, self.model)
         self.optimizer, self.scheduler = self._build_optimizer()
@@ -226,7 +232,7 @@ class Trainer:
             config.train.iterations,
             self.iteration,
             enabled=self.dist.is_main,
-            verbose=verbose,
+            console=verbose,
         )
         self.context = TrainingContext(
             model=self.model,
@@ -312,11 +318,14 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
     def _loader(self, dataset: Any, sampler: Any) -> DataLoader:
+        # A generator of its own: creating an iterator must not draw from the global RNG, or a
+        # resumed run's dropout would differ from an uninterrupted run's.
+        generator = torch.Generator().manual_seed(self.config.train.seed)
         return DataLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=self.config.data.num_workers,
-            persistent_workers=False,
+            generator=generator,
         )
 
     def _train_batches(self) -> Iterator[Any]:
@@ -410,9 +419,9 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
-        scalars = {f"loss/{name}": float(v) for name, v in zip(self.tasks, mean, strict=True)}
+        scalars = {f"loss/{n}": float(v) for n, v in zip(self.tasks, mean.tolist(), strict=True)}
         scalars.update({f"weight/{n}": float(w) for n, w in zip(self.tasks, weights, strict=True)})
-        scalars["loss/total"] = float((weights * mean).sum())
+        scalars["loss/total"] = float((weights.detach() * mean).sum())
         return scalars
 
     def fit(self) -> dict[str, Any]:
@@ -463,12 +472,12 @@ class Trainer:
         self.dist.barrier()  # the checkpoint is complete before any process exits
         assert self.stop_signal is not None
         name = signal.Signals(self.stop_signal).name
-        launcher = "torchrun --nproc_per_node=N -m adapmtl" if self.dist.enabled else "adapmtl"
+        under = " (under torchrun, with any number of processes)" if self.dist.enabled else ""
         return TrainingInterruptedError(
             self.stop_signal,
             f"stopped by {name} after iteration {self.iteration} of "
             f"{self.config.train.iterations}; checkpoint written to {self.run_dir / 'last.pt'}. "
-            f"Resume with: {launcher} train --out {self.run_dir} --resume",
+            f"Resume with: adapmtl train --out {self.run_dir} --resume{under}",
         )
 
     def _sparsity_scalars(self) -> dict[str, float]:
@@ -554,10 +563,32 @@ class Trainer:
                 f"without saving it. {self._last_good()}"
             )
         self.parallel.sync_buffers()
+        rng_per_rank = self.dist.gather(self._rng_state())
         if self.dist.is_main:
-            save_checkpoint(self._state(), self.run_dir / name)
+            save_checkpoint(self._state(rng_per_rank), self.run_dir / name)
 
-    def _state(self) -> dict[str, Any]:
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """This process's random state: its own when the job has as many processes as the one
+        that saved the checkpoint; otherwise rank 0 takes rank 0's and the others are seeded
+        from (seed, rank, iteration)."""
+        per_rank = state.get("ranks") or [{"torch": state["torch"]}]
+        if len(per_rank) == self.dist.world_size or self.dist.is_main:
+            mine = per_rank[self.dist.rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        else:
+            seed = self.config.train.seed
+            torch.manual_seed(_rank_seed(seed, self.dist.rank, self.iteration))
+        random.setstate((3, tuple(state["python"]), None))
+
+    def _state(self, rng_per_rank: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
         return {
             "format": "adapmtl-checkpoint-1",
             "iteration": self.iteration,
@@ -567,7 +598,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
             "method": self.method.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
+            "rng": {
+                "torch": rng_per_rank[0]["torch"],
+                "python": list(random.getstate()[1]),
+                "ranks": rng_per_rank,
+            },
             "best": self.best,
             "skipped_steps": self.skipped_steps,
         }
@@ -592,8 +627,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.weighting.load_state_dict(state["weighting"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate((3, tuple(state["rng"]["python"]), None))
         self.iteration = int(state["iteration"])
+        self._restore_rng(state["rng"])
         self.best = state["best"]
         self.skipped_steps = int(state.get("skipped_steps", 0))
