@@ -1,32 +1,146 @@
-"""Run under ``torchrun`` by tests/test_distributed.py: trains one run with the same session and
-Trainer as ``adapmtl train`` and saves what each process ends with to ``<out>/rank<r>.pt``."""
+"""Run under ``torchrun --nproc_per_node=2`` by tests/test_distributed.py.
+
+First exercises each synchronisation point against an independent single-process computation
+(saved to ``<out>/checks<r>.pt``), then trains one run with the same session and Trainer as
+``adapmtl train`` and saves what each process ends with to ``<out>/run/rank<r>.pt``."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
-from adapmtl.config import load_config
-from adapmtl.engine.distributed import session
+from adapmtl.config import from_dict, load_config
+from adapmtl.engine.build import build_dataset, build_model, build_run_method, build_tasks
+from adapmtl.engine.distributed import Distributed, MainRankError, ParallelModel, session
+from adapmtl.engine.evaluate import evaluate
+from adapmtl.engine.sampling import ShardedEvalSampler
 from adapmtl.engine.trainer import Trainer
+from adapmtl.errors import UserError
+from adapmtl.sparsity import freeze_masks, thresholds
+
+SETTINGS = {
+    "model": {
+        "name": "deeplab_resnet34_cpu",
+        "options": {"width": 0.125, "head_channels": 8, "dropout": 0.0},
+    },
+    "tasks": {"preset": "scenes", "names": ["seg", "depth"]},
+    "data": {"name": "scenes", "options": {"size": [16, 16]}, "val_options": {"n": 7}},
+    "method": {"name": "adapmtl", "target": 0.5, "options": {"init": -3.0}},
+    "train": {"device": "cpu", "threads": 1},
+}
+
+
+def _raise_on_main() -> None:
+    raise UserError("output directory is not writable (seen by rank 0)")
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def weighted_loss(model, tasks, images, targets) -> torch.Tensor:
+    outputs = model(images)
+    losses = [task.loss(outputs[name], targets[name]) for name, task in tasks.items()]
+    return sum(weight * loss for weight, loss in zip((0.7, 1.3), losses, strict=True))
+
+
+def check_synchronisation(dist: Distributed, out: Path) -> None:
+    config = from_dict(SETTINGS)
+    seen: dict[str, object] = {"rank": dist.rank}
+
+    # rank 0's error reaches every rank
+    try:
+        dist.on_main(_raise_on_main)
+    except MainRankError as err:
+        seen["on_main"] = ("MainRankError", str(err))
+    except UserError as err:
+        seen["on_main"] = ("UserError", str(err))
+
+    # values that differ between ranks are caught; equal ones pass
+    dist.check_same({"a": 1}, "a value equal everywhere")
+    try:
+        dist.check_same(dist.rank, "the rank number")
+        seen["check_same"] = None
+    except UserError as err:
+        seen["check_same"] = str(err)
+
+    torch.manual_seed(0)
+    tasks = build_tasks(config)
+    model = build_model(config, tasks)
+    build_run_method(config).prepare(model)
+    val = build_dataset(config, "val", tasks, train=False)
+
+    # evaluation: each rank its batches, statistics summed = one process over all batches
+    sharded = DataLoader(val, batch_sampler=ShardedEvalSampler(7, 3, rank=dist.rank, world_size=2))
+    seen["eval_sharded"] = evaluate(
+        model, tasks, sharded, torch.device("cpu"), reduce_state=dist.sum_state
+    )
+    seen["eval_single"] = evaluate(model, tasks, DataLoader(val, batch_size=3), torch.device("cpu"))
+
+    # gradients through DDP = the mean of the gradients of the two halves of the batch
+    images, targets = next(iter(DataLoader(val, batch_size=4)))
+    reference = copy.deepcopy(model)
+    halves = []
+    for half in range(2):
+        reference.zero_grad()
+        part = slice(2 * half, 2 * half + 2)
+        weighted_loss(
+            reference, tasks, images[part], {k: v[part] for k, v in targets.items()}
+        ).backward()
+        halves.append(gradients(reference))
+    seen["grad_reference"] = {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]}
+    parallel = ParallelModel(model, dist, torch.device("cpu"))
+    mine = slice(2 * dist.rank, 2 * dist.rank + 2)
+    model.zero_grad()
+    weighted_loss(
+        parallel, tasks, images[mine], {k: v[mine] for k, v in targets.items()}
+    ).backward()
+    seen["grad_ddp"] = gradients(model)
+    seen["threshold_names"] = [f"sparsity_thresholds.{k}" for k in thresholds(model)]
+
+    # freezing the masks stops the thresholds' gradients: the next step re-wraps and runs
+    freeze_masks(model)
+    model.zero_grad()
+    weighted_loss(
+        parallel, tasks, images[mine], {k: v[mine] for k, v in targets.items()}
+    ).backward()
+    seen["wraps"] = parallel.wraps
+    seen["grad_after_freeze"] = gradients(model)
+
+    # a decision taken on one rank only is caught before DDP could hang or diverge
+    if dist.rank == 0:
+        next(model.parameters()).requires_grad_(False)
+    try:
+        parallel(images[mine])
+        seen["divergent"] = None
+    except UserError as err:
+        seen["divergent"] = str(err)
+    torch.save(seen, out / f"checks{dist.rank}.pt")
+
+
+def train(dist: Distributed, config_path: str, out: Path) -> None:
+    trainer = Trainer(load_config(config_path), out, verbose=False, dist=dist)
+    results = trainer.fit()
+    final = {
+        "model": trainer.model.state_dict(),
+        "weighting": trainer.weighting.state_dict(),
+        "task_weights": trainer.weighting.weights,
+        "method": trainer.method.state_dict(),
+        "wraps": trainer.parallel.wraps,
+        "results": results,
+    }
+    torch.save(final, out / f"rank{dist.rank}.pt")
 
 
 def main(config_path: str, out: str) -> None:
-    config = load_config(config_path)
-    with session(config.train.device) as dist:
-        trainer = Trainer(config, out, verbose=False, dist=dist)
-        results = trainer.fit()
-        final = {
-            "model": trainer.model.state_dict(),
-            "weighting": trainer.weighting.state_dict(),
-            "task_weights": trainer.weighting.weights,
-            "method": trainer.method.state_dict(),
-            "wraps": trainer.parallel.wraps,
-            "results": results,
-        }
-        torch.save(final, Path(out) / f"rank{dist.rank}.pt")
+    torch.set_num_threads(1)
+    with session("cpu") as dist:
+        check_synchronisation(dist, Path(out))
+        train(dist, config_path, Path(out) / "run")
 
 
 if __name__ == "__main__":

@@ -109,16 +109,22 @@ class Distributed:
             raise MainRankError(outcome[1])
         return outcome[1]
 
+    def gather_rows(self, row: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-d ``row`` stacked in rank order (``[world_size, n]``), on every rank:
+        one collective, after which all ranks hold the same information and decide alike."""
+        if not self.enabled:
+            return row[None].clone()
+        mine = row.to(_collective_device())
+        rows = [torch.empty_like(mine) for _ in range(self.world_size)]
+        torch_dist.all_gather(rows, mine)
+        return torch.stack(rows).to(row.device)
+
     def check_same(self, value: Any, what: str) -> None:
         """Raise a :class:`UserError` on every rank unless ``value`` is equal on all of them."""
         if not self.enabled:
             return
-        digest = hashlib.sha256(repr(value).encode()).digest()
-        mine = torch.tensor(list(digest), dtype=torch.int64, device=_collective_device())
-        reference = mine.clone()
-        torch_dist.broadcast(reference, src=0)
-        differs = self.sum((mine != reference).any().to(torch.int64).reshape(1))
-        if int(differs.item()):
+        rows = self.gather_rows(digest(value))
+        if not bool((rows == rows[0]).all()):
             raise UserError(
                 f"{what} differs between processes (rank {self.rank} of "
                 f"{self.world_size}); every process must use the same one"
@@ -190,6 +196,11 @@ def session(device_spec: str) -> Iterator[Distributed]:
         torch_dist.destroy_process_group()
 
 
+def digest(value: Any) -> torch.Tensor:
+    """SHA-256 of ``repr(value)`` as an int64 tensor of its 32 bytes (compared across ranks)."""
+    return torch.tensor(list(hashlib.sha256(repr(value).encode()).digest()), dtype=torch.int64)
+
+
 def structure(model: nn.Module) -> tuple[Any, ...]:
     """What DistributedDataParallel captures when it wraps a model: which parameters require
     gradients, and which buffer tensors exist (masks are replaced when they are set)."""
@@ -204,8 +215,8 @@ class ParallelModel:
     otherwise). DDP fixes its parameter and buffer lists when it wraps the model, so the model
     is re-wrapped when :func:`structure` changes — after the controller freezes the masks, the
     thresholds no longer receive gradients and DDP must stop waiting for them. Every rank
-    re-wraps at the same step (their decisions are identical; checked here), and wrapping
-    broadcasts rank 0's parameters and buffers."""
+    re-wraps at the same step (their decisions are identical; checked at every step with one
+    small all-gather), and wrapping broadcasts rank 0's parameters and buffers."""
 
     def __init__(self, model: nn.Module, dist: Distributed, device: torch.device) -> None:
         self.model = model
@@ -219,12 +230,18 @@ class ParallelModel:
         if not self.dist.enabled:
             return self.model(images)
         current = structure(self.model)
-        if current != self._structure:
-            trainable, buffers = current
-            self.dist.check_same(
-                (trainable, tuple(name for name, _ in buffers)),
-                "the set of trainable parameters (a pruning decision)",
+        changed = current != self._structure
+        trainable, buffers = current
+        names = digest((trainable, tuple(name for name, _ in buffers)))
+        # every step, every rank: a decision taken on some ranks only must stop the job here,
+        # before DDP's collectives would hang or the replicas silently diverge
+        rows = self.dist.gather_rows(torch.cat([names, torch.tensor([int(changed)])]))
+        if not bool((rows == rows[0]).all()):
+            raise UserError(
+                "the processes disagree on the trainable parameters or masks (a pruning "
+                "decision taken on some processes only); stopping"
             )
+        if changed:
             self._ddp = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
