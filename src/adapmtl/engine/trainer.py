@@ -14,6 +14,7 @@ the run (or skips the step) and is never saved.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import shutil
@@ -367,7 +368,13 @@ class Trainer:
         is what methods score with."""
         images, targets = batch
         outputs = (forward or self.model)(images)
-        return {name: task.loss(outputs[name], targets[name]) for name, task in self.tasks.items()}
+        losses = {}
+        for name, task in self.tasks.items():
+            if torch.isfinite(outputs[name]).all():
+                losses[name] = task.loss(outputs[name], targets[name])
+            else:  # the tasks refuse non-finite predictions; on_nonfinite decides what follows
+                losses[name] = torch.full((), float("nan"), device=outputs[name].device)
+        return losses
 
     def _synchronise(self, losses: torch.Tensor) -> tuple[torch.Tensor, int | None]:
         """The mean of every process's task losses (what the weighting sees, so all processes
@@ -380,15 +387,33 @@ class Trainer:
         mean = (total[: len(losses)] / self.dist.world_size).to(losses.dtype)
         return mean, StopRequest.signal_of(total[len(losses) :].tolist())
 
-    def _check_finite(self, losses: torch.Tensor) -> bool:
+    def _check_losses(self, losses: torch.Tensor) -> bool:
         names = list(self.tasks)
-        bad = [i for i, value in enumerate(losses.tolist()) if not torch.isfinite(losses[i])]
+        bad = [i for i, value in enumerate(losses.tolist()) if not math.isfinite(value)]
         if not bad:
             return True
-        message = (
+        return self._nonfinite(
             f"loss of task {names[bad[0]]!r} is {losses[bad[0]].item()} at iteration "
-            f"{self.iteration}"
+            f"{self.iteration + 1}"
         )
+
+    def _check_gradients(self) -> bool:
+        """A finite loss can still overflow in backward; Adam would turn that into NaN
+        weights. Gradients are all-reduced by now, so every process decides alike."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(torch.stack([g.abs().amax() for g in grads])).all():
+            return True
+        name = next(
+            n
+            for n, p in self.model.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        )
+        return self._nonfinite(
+            f"gradient of {name!r} is not finite at iteration {self.iteration + 1}"
+        )
+
+    def _nonfinite(self, message: str) -> bool:
+        """Apply ``train.on_nonfinite``: False (skip the step) or raise."""
         if self.config.train.on_nonfinite == "skip":
             self.skipped_steps += 1
             self.logger.message(f"{message}; step skipped ({self.skipped_steps} so far)")
@@ -409,12 +434,15 @@ class Trainer:
         losses = self._task_losses(batch, self.parallel)
         vector = torch.stack(list(losses.values()))
         mean, self.stop_signal = self._synchronise(vector.detach())
-        if not self._check_finite(mean):
+        if not self._check_losses(mean):
             return {}
         weights = self.weighting.update(mean).to(vector)
         total = (weights * vector).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if not self._check_gradients():
+            self.optimizer.zero_grad(set_to_none=True)
+            return {}
         self.method.after_backward(self.context, self.iteration)
         self.optimizer.step()
         self.scheduler.step()
@@ -498,6 +526,7 @@ class Trainer:
         self.logger.progress(self.iteration, text)
 
     def _validate(self) -> dict[str, Any]:
+        self._check_weights()
         self.parallel.sync_buffers()
         evaluation = evaluate(
             self.model,
@@ -549,6 +578,13 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
         """Write a checkpoint (rank 0) — never one holding non-finite weights."""
+        self._check_weights()
+        self.parallel.sync_buffers()
+        rng_per_rank = self.dist.gather(self._rng_state())
+        if self.dist.is_main:
+            save_checkpoint(self._state(rng_per_rank), self.run_dir / name)
+
+    def _check_weights(self) -> None:
         bad = next(
             (
                 key
@@ -562,10 +598,6 @@ class Trainer:
                 f"weight {bad!r} became NaN or Inf by iteration {self.iteration}; stopping "
                 f"without saving it. {self._last_good()}"
             )
-        self.parallel.sync_buffers()
-        rng_per_rank = self.dist.gather(self._rng_state())
-        if self.dist.is_main:
-            save_checkpoint(self._state(rng_per_rank), self.run_dir / name)
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
         state = {"torch": torch.get_rng_state()}
