@@ -285,6 +285,14 @@ def from_dict(data: dict[str, Any]) -> Config:
     return validate(build_dataclass(Config, data, ""))
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: what went wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(err, "problem_mark", None)
+    parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+    text = ", ".join(part for part in parts if part) or " ".join(str(err).split())
+    return f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], YAML-parsed value)."""
     if "=" not in text:
@@ -295,7 +303,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise UserError(f"--set {text!r}: value is not valid YAML ({err})") from err
+        raise UserError(f"--set {text!r}: value is not valid YAML ({yaml_problem(err)})") from err
     return key.strip().split("."), value
 
 
@@ -319,7 +327,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {err}") from err
+        raise UserError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.sparsity import is_sparsified, report
 
     state = load_checkpoint(args.checkpoint)
-    model, config, tasks = model_from_checkpoint(state)
+    model, config, tasks = model_from_checkpoint(state, args.checkpoint)
     device = resolve_device(args.device)
     model.to(device)
     dataset = build_dataset(config, args.split or config.data.val_split, tasks, train=False)

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.sparsity import is_sparsified, report
 
     state = load_checkpoint(args.checkpoint)
-    model, config, _ = model_from_checkpoint(state)
+    model, config, _ = model_from_checkpoint(state, args.checkpoint)
     if not is_sparsified(model):
         raise UserError(f"{args.checkpoint} holds a dense model (method {config.method.name!r})")
     rep = report(model)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,28 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def describe_mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+) -> str | None:
+    """What keeps ``given`` from loading into a model whose state dict is ``expected`` (missing
+    and unexpected keys, other shapes), or None when it fits."""
+    problems = []
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [k for k in expected if k in given and expected[k].shape != given[k].shape]
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+    if shapes:
+        key = shapes[0]
+        problems.append(
+            f"{len(shapes)} of another shape (e.g. {key!r}: {list(given[key].shape)} in the "
+            f"checkpoint, {list(expected[key].shape)} in the model)"
+        )
+    return "; ".join(problems) or None
+
+
 def remove_partial_writes(directory: str | Path) -> list[Path]:
     """Delete temporary files left by checkpoint writes that were killed; returns them."""
     leftovers = sorted(Path(directory).glob(f".*.pt.*{TMP_SUFFIX}"))
@@ -78,14 +101,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL \S+", str(err)) or re.search(
+            r"WeightsUnpickler error: [^.\n]+", str(err)
+        )
         raise UserError(
-            f"checkpoint {path} holds objects other than tensors and plain containers; refusing "
-            f"to unpickle it (weights_only=True): {str(err).splitlines()[0]}"
+            f"checkpoint {path} holds objects other than tensors and plain containers"
+            f"{f' ({found[0]})' if found else ''}; refusing to unpickle it (weights_only=True): "
+            "loading it could run arbitrary code"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise UserError(
-            f"checkpoint {path} is unreadable or truncated: {str(err).splitlines()[0]}"
-        ) from None
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else repr(err)
+        raise UserError(f"checkpoint {path} is unreadable or truncated: {first}") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise UserError(f"checkpoint {path} is not an adapmtl checkpoint (no {missing[0]!r} entry)")

@@ -40,6 +40,7 @@ from adapmtl.engine.build import (
 )
 from adapmtl.engine.checkpoint import (
     check_free_space,
+    describe_mismatch,
     estimated_size,
     load_checkpoint,
     remove_partial_writes,
@@ -137,25 +138,30 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return images.to(device), {name: t.to(device) for name, t in targets.items()}
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Config, Any]:
+def model_from_checkpoint(
+    state: dict[str, Any], source: str | Path = "checkpoint"
+) -> tuple[torch.nn.Module, Config, Any]:
     """Rebuild the model of a checkpoint from the config it holds and load its weights.
-    Returns (model, config, tasks)."""
+    Returns (model, config, tasks); ``source`` (the file) names it in error messages."""
     if not isinstance(state.get("config"), dict):
-        raise UserError("checkpoint holds no run config")
+        raise UserError(f"{source}: the checkpoint holds no run config")
     try:
         config = from_dict(state["config"])
     except UserError as err:
-        raise UserError(f"the config stored in the checkpoint is invalid: {err}") from None
+        raise UserError(
+            f"{source}: the config stored in the checkpoint is invalid: {err}"
+        ) from None
     tasks = build_tasks(config)
     model = build_model(config, tasks)
     method = build_run_method(config)
     method.prepare(model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    mismatch = describe_mismatch(model.state_dict(), state["model"])
+    if mismatch is not None:
         raise UserError(
-            f"checkpoint weights do not fit model {config.model.name!r}: {str(err).splitlines()[0]}"
-        ) from None
+            f"{source}: its weights do not fit the model its config describes "
+            f"({config.model.name!r}, tasks {', '.join(tasks)}): {mismatch}"
+        )
+    model.load_state_dict(state["model"])
     return model, config, tasks
 
 
@@ -287,7 +293,7 @@ class Trainer:
     def _init_from(self, state: dict[str, Any], path: Path) -> None:
         from adapmtl.sparsity import dense_state_dict, load_dense_state_dict, thresholds
 
-        source, _, _ = model_from_checkpoint(state)
+        source, _, _ = model_from_checkpoint(state, path)
         plain = dense_state_dict(source) if is_sparsified(source) else source.state_dict()
         try:
             if is_sparsified(self.model):
@@ -647,13 +653,12 @@ class Trainer:
                 f"cannot resume {self.run_dir}: its checkpoint was made with a different config "
                 f"(sections {differing}); resume with the run's own config.yaml"
             )
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
+        mismatch = describe_mismatch(self.model.state_dict(), state["model"])
+        if mismatch is not None:
             raise UserError(
-                f"cannot resume {self.run_dir}: checkpoint does not fit the model: "
-                f"{str(err).splitlines()[0]}"
-            ) from None
+                f"cannot resume {self.run_dir}: last.pt does not fit the model: {mismatch}"
+            )
+        self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer, self.scheduler = self._build_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
