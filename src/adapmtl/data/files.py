@@ -52,9 +52,7 @@ def _pil_image():
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise DataError(
-            "reading PNG datasets needs Pillow: pip install 'adapmtl[data]'"
-        ) from err
+        raise DataError("reading PNG datasets needs Pillow: pip install 'adapmtl[data]'") from err
     return Image
 
 

@@ -121,7 +121,9 @@ class NYUv2AdaShare(ReaderDataset):
         content = read_json(self.listing)
         where = f"{str(self.listing)!r}"
         if not isinstance(content, dict):
-            raise DataError(f"{where}: expected a JSON object with split keys, got {type(content).__name__}")
+            raise DataError(
+                f"{where}: expected a JSON object with split keys, got {type(content).__name__}"
+            )
         if split not in content:
             raise DataError(
                 f"{where}: no split {split!r}; the listing has {', '.join(map(repr, content)) or 'none'}"
@@ -149,22 +151,30 @@ class NYUv2AdaShare(ReaderDataset):
         item = self.items[0]
         mode, size = png_header(item["image"])
         if mode not in _RGB_MODES:
-            raise DataError(f"{str(item['image'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}")
+            raise DataError(
+                f"{str(item['image'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}"
+            )
         if "seg" in self.tasks:
             seg_mode, seg_size = png_header(item["seg"])
             if seg_mode not in _GREY_MODES:
-                raise DataError(f"{str(item['seg'])!r}: expected 8-bit greyscale labels, got PIL mode {seg_mode!r}")
+                raise DataError(
+                    f"{str(item['seg'])!r}: expected 8-bit greyscale labels, got PIL mode {seg_mode!r}"
+                )
             check_size(item["seg"], seg_size, size, "the label map")
         if "normal" in self.tasks:
             normal_mode, normal_size = png_header(item["normal"])
             if normal_mode not in _RGB_MODES:
-                raise DataError(f"{str(item['normal'])!r}: expected an 8-bit RGB normal map, got PIL mode {normal_mode!r}")
+                raise DataError(
+                    f"{str(item['normal'])!r}: expected an 8-bit RGB normal map, got PIL mode {normal_mode!r}"
+                )
             check_size(item["normal"], normal_size, size, "the normal map")
         if "depth" in self.tasks:
             shape, dtype = npy_header(item["depth"])
             check_shape(item["depth"], shape, [(*size,), (*size, 1)], "depth")
             if not np.issubdtype(dtype, np.floating):
-                raise DataError(f"{str(item['depth'])!r}: depth must be a float array, got dtype {dtype}")
+                raise DataError(
+                    f"{str(item['depth'])!r}: depth must be a float array, got dtype {dtype}"
+                )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -238,7 +248,9 @@ class NYUv2MTAN(ReaderDataset):
             raise DataError(f"{self.name}: no .npy files in {str(image_dir)!r}")
         if not all(name.isdigit() for name in names):
             odd = next(name for name in names if not name.isdigit())
-            raise DataError(f"{str(image_dir / (odd + '.npy'))!r}: file names must be <i>.npy, i an integer")
+            raise DataError(
+                f"{str(image_dir / (odd + '.npy'))!r}: file names must be <i>.npy, i an integer"
+            )
         names.sort(key=int)
         for task in self.tasks:
             task_dir = self._dir(task)

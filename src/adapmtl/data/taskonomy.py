@@ -110,7 +110,9 @@ class Taskonomy(ReaderDataset):
     ) -> None:
         super().__init__(split, tasks, size, augment, seed)
         if unlabelled not in UNLABELLED:
-            raise DataError(f"{self.name}: unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
+            raise DataError(
+                f"{self.name}: unlabelled must be one of {UNLABELLED}, got {unlabelled!r}"
+            )
         self.unlabelled = unlabelled
         self.load_size = None if load_size is None else (int(load_size[0]), int(load_size[1]))
         self.num_classes = num_classes
@@ -145,7 +147,9 @@ class Taskonomy(ReaderDataset):
         content = read_json(self.listing)
         where = f"{str(self.listing)!r}"
         if not isinstance(content, dict):
-            raise DataError(f"{where}: expected a JSON object with split keys, got {type(content).__name__}")
+            raise DataError(
+                f"{where}: expected a JSON object with split keys, got {type(content).__name__}"
+            )
         if split not in content:
             raise DataError(
                 f"{where}: no split {split!r}; the listing has {', '.join(map(repr, content)) or 'none'}"
@@ -173,7 +177,9 @@ class Taskonomy(ReaderDataset):
         item = self.items[0]
         mode, size = png_header(item["rgb"])
         if mode not in _RGB:
-            raise DataError(f"{str(item['rgb'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}")
+            raise DataError(
+                f"{str(item['rgb'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}"
+            )
         expected_modes = {
             "segment_semantic": _LABELS,
             "normal": _RGB,
@@ -185,7 +191,9 @@ class Taskonomy(ReaderDataset):
             column_mode, column_size = png_header(item[column])
             if column_mode not in expected_modes[column]:
                 expected = " or ".join(expected_modes[column].values())
-                raise DataError(f"{str(item[column])!r}: expected {expected}, got PIL mode {column_mode!r}")
+                raise DataError(
+                    f"{str(item[column])!r}: expected {expected}, got PIL mode {column_mode!r}"
+                )
             check_size(item[column], column_size, size, column)
 
     def __len__(self) -> int:
