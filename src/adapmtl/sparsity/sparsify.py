@@ -167,6 +167,10 @@ def sparsify(
 
     table: nn.ParameterDict | None = None
     if mode == "soft":
+        groups = sorted({str(layer.group) for layer in layers})
+        missing = [] if isinstance(init, (int, float)) else [g for g in groups if g not in init]
+        if missing:
+            raise ValueError(f"init has no value for threshold groups {missing} (groups: {groups})")
         table = nn.ParameterDict()
         for layer in layers:
             assert layer.group is not None
