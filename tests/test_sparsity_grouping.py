@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -192,6 +193,11 @@ def test_init_per_group():
         "seg": -6.0,
         "depth": -5.0,
     }
+
+
+def test_init_accepts_any_real_scalar():
+    model = sparsify(conv_mtl(), init=np.float32(-5.5))
+    assert {v.item() for v in thresholds(model).values()} == {-5.5}
 
 
 def test_init_missing_a_group_is_named():
