@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -67,3 +68,12 @@ def logit(alpha: float) -> float:
 
 def total_loss(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum((out**2).mean() for out in outputs.values())
+
+
+def single_thread() -> Iterator[None]:
+    """Fixture body (each test module wraps it with pytest.fixture(autouse=True)): on tensors this
+    small, one thread is faster than two and leaves the second core to others."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,7 +16,9 @@ from adapmtl.sparsity import (
     sparsify,
     thresholds,
 )
-from sparsity_toys import ConvMTL, conv_mtl, logit
+from sparsity_toys import ConvMTL, conv_mtl, logit, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 ALPHAS = {"backbone": 0.1, "seg": 0.06, "depth": 0.2}
 OWNER = {p: p.split(".")[1] if p.startswith("heads") else "backbone" for p in ConvMTL.PRUNABLE}

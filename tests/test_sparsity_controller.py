@@ -15,18 +15,11 @@ from adapmtl.sparsity import (
     sparsify,
     thresholds,
 )
-from sparsity_toys import LinearMTL, conv_mtl
+from sparsity_toys import LinearMTL, conv_mtl, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 TARGET = 0.5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is several times faster than two on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ToyRun:

@@ -16,7 +16,9 @@ from adapmtl.sparsity import (
     sparsify,
     thresholds,
 )
-from sparsity_toys import ConvMTL, conv_mtl
+from sparsity_toys import ConvMTL, conv_mtl, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def _groups(model: nn.Module) -> dict[str, str | None]:

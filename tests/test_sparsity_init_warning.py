@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from adapmtl.sparsity import overall_sparsity, sparsify
-from sparsity_toys import ConvMTL, conv_mtl, logit
+from sparsity_toys import ConvMTL, conv_mtl, logit, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def _fraction_at_or_below(model: ConvMTL, alpha: float) -> float:

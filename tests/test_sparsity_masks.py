@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from adapmtl.sparsity import current_masks, freeze_masks, report, set_masks, sparsify
-from sparsity_toys import ConvMTL, conv_mtl, total_loss
+from sparsity_toys import ConvMTL, conv_mtl, single_thread, total_loss
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def _random_masks(model, keep: float, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from adapmtl.sparsity import overall_sparsity, param_groups, sparsify, thresholds
-from sparsity_toys import conv_mtl, total_loss
+from sparsity_toys import conv_mtl, single_thread, total_loss
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def test_weights_and_thresholds_are_separate_groups_with_their_own_settings():

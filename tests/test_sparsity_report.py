@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from adapmtl.sparsity import freeze_masks, overall_sparsity, report, sparsify, thresholds
-from sparsity_toys import LinearMTL, logit
+from sparsity_toys import LinearMTL, logit, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 # Weights chosen so every |w| is at least 0.01 away from its threshold. Counting by hand:
 # backbone (alpha 0.25): layer 0 survivors 0.3 0.4 0.5 0.6 -> 4 of 6; layer 2 survivors 0.26 0.9

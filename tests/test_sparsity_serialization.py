@@ -19,7 +19,9 @@ from adapmtl.sparsity import (
     sparsify,
     thresholds,
 )
-from sparsity_toys import ConvMTL, conv_mtl, logit, total_loss
+from sparsity_toys import ConvMTL, conv_mtl, logit, single_thread, total_loss
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 

@@ -9,7 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from adapmtl.sparsity import soft_threshold, sparse_layers, sparsify, theta_from_alpha, thresholds
-from sparsity_toys import LinearMTL, logit
+from sparsity_toys import LinearMTL, logit, single_thread
+
+_single_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def test_hand_values():
