@@ -90,16 +90,38 @@ def test_freeze_mask_lands_within_half_a_point_and_stays_there():
 
 def test_freeze_writes_the_soft_thresholded_weight():
     run = ToyRun()
-    controller = TargetSparsityController(run.model, 0.25)  # already reached at init
-    effective = {path: m.weight.detach().clone() for path, m, _ in sparse_layers(run.model)}
+    controller = TargetSparsityController(run.model, 0.25)  # already passed at init
+    raw = {
+        path: m.parametrizations.weight.original.detach().clone()
+        for path, m, _ in sparse_layers(run.model)
+    }
     run.backward()
     assert controller.step(0)
     for path, module, p in sparse_layers(run.model):
-        torch.testing.assert_close(module.parametrizations.weight.original, effective[path])
-        assert torch.equal(p.mask, effective[path] != 0)
+        # S(W, a) at the landed threshold a, computed by hand from the raw weight
+        alpha = torch.sigmoid(p.theta.detach())
+        expected = torch.sign(raw[path]) * torch.clamp(raw[path].abs() - alpha, min=0)
+        torch.testing.assert_close(module.parametrizations.weight.original, expected)
+        assert torch.equal(p.mask, expected != 0)
     assert all(
         theta.grad is None and not theta.requires_grad for theta in thresholds(run.model).values()
     )
+
+
+def test_freeze_lands_exactly_on_the_target_by_scaling_all_thresholds_alike():
+    run = ToyRun()
+    before = {g: float(torch.sigmoid(t)) for g, t in thresholds(run.model).items()}
+    total = sum(m.weight.numel() for _, m, _ in sparse_layers(run.model))
+    start = overall_sparsity(run.model)
+    target = start / 2  # far below the current sparsity: the landing must bring it down
+    controller = TargetSparsityController(run.model, target)
+    run.backward()
+    assert controller.step(0)
+    landed = overall_sparsity(run.model)
+    assert target <= landed <= target + 1.5 / total
+    factors = [float(torch.sigmoid(t)) / before[g] for g, t in thresholds(run.model).items()]
+    assert all(f < 1 for f in factors)
+    assert max(factors) == pytest.approx(min(factors), rel=1e-4)
 
 
 def test_official_mode_drops_threshold_gradients_at_or_above_target():
