@@ -1,4 +1,5 @@
-"""``ScenesDataset``: synthetic scenes rendered on the fly, deterministic per (seed, split, index)."""
+"""``ScenesDataset``: synthetic scenes rendered on the fly, deterministic per (seed, split,
+index)."""
 
 from __future__ import annotations
 

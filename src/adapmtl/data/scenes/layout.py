@@ -13,7 +13,16 @@ import numpy as np
 
 from adapmtl.data.scenes.geometry import Box, Cone, Cylinder, Placed, Pyramid, Room, Shape, Sphere
 
-CLASS_NAMES: tuple[str, ...] = ("floor", "wall", "ceiling", "box", "sphere", "cylinder", "cone", "pyramid")
+CLASS_NAMES: tuple[str, ...] = (
+    "floor",
+    "wall",
+    "ceiling",
+    "box",
+    "sphere",
+    "cylinder",
+    "cone",
+    "pyramid",
+)
 NUM_CLASSES = len(CLASS_NAMES)
 FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER, CONE, PYRAMID = range(NUM_CLASSES)
 # Room surface id (see geometry.Room) -> semantic class.
