@@ -111,9 +111,11 @@ def test_augmentation_depends_on_epoch_not_on_call_order() -> None:
         {"n": 0},
         {"n": 2, "size": (1, 8)},
         {"n": 2, "size": (8,)},
+        {"n": 2, "size": 8},
         {"n": 2, "split": "validation"},
         {"n": 2, "tasks": ("seg", "semantic")},
         {"n": 2, "tasks": ()},
+        {"n": 2, "seed": -1},
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs) -> None:

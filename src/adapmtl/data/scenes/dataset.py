@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from adapmtl.data.errors import DataError
-from adapmtl.data.sample import TASK_NAMES, check_tasks
+from adapmtl.data.sample import TASK_NAMES, check_tasks, is_size
 from adapmtl.data.scenes.layout import NUM_CLASSES, sample_scene
 from adapmtl.data.scenes.render import SceneRender, render
 from adapmtl.data.transforms import Sample, generator_for, random_flip
@@ -72,11 +72,13 @@ class ScenesDataset(Dataset):
             raise DataError(f"scenes: split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not isinstance(n, int) or n < 1:
             raise DataError(f"scenes: n must be a positive integer, got {n!r}")
-        if len(size) != 2 or any(not isinstance(s, int) or s < 2 for s in size):
+        if not is_size(size, minimum=2):
             raise DataError(f"scenes: size must be (H, W) with integers >= 2, got {size!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise DataError(f"scenes: seed must be a non-negative integer, got {seed!r}")
         self.n = n
         self.size = (int(size[0]), int(size[1]))
-        self.seed = int(seed)
+        self.seed = seed
         self.tasks = check_tasks(tasks, TASK_NAMES, "scenes")
         self.split = split
         self.augment = augment
