@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="training scenes")
     parser.add_argument("--val", type=int, default=300, help="held-out scenes (val split)")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="markdown file for the results")
     args = parser.parse_args()

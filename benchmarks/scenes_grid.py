@@ -52,7 +52,7 @@ def main() -> None:
         handles, CLASS_NAMES, loc="lower center", ncol=NUM_CLASSES, fontsize=8, frameon=False
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(args.out, dpi=80)
+    fig.savefig(args.out, dpi=72)
     print(f"wrote {args.out}")
 
 

@@ -219,6 +219,8 @@ def test_taskonomy_bad_input(taskonomy: Path) -> None:
         Taskonomy(taskonomy, path_template="{building}/{path}")
     with pytest.raises(DataError, match="unlabelled"):
         Taskonomy(taskonomy, unlabelled="zero")
+    with pytest.raises(DataError, match="load_size"):
+        Taskonomy(taskonomy, load_size=256)
     with pytest.raises(MissingDataError, match="missing file"):
         Taskonomy(taskonomy, path_template="elsewhere/{path}")
 

@@ -30,7 +30,7 @@ from adapmtl.data.files import (
 )
 from adapmtl.data.nyuv2 import BGR_MEAN
 from adapmtl.data.reader import ReaderDataset, image_to_tensor
-from adapmtl.data.sample import IGNORE_LABEL
+from adapmtl.data.sample import IGNORE_LABEL, is_size
 from adapmtl.data.transforms import Sample, resize
 
 LISTING = "taskonomy.json"
@@ -121,8 +121,10 @@ class Taskonomy(ReaderDataset):
             raise DataError(
                 f"{self.name}: unlabelled must be one of {UNLABELLED}, got {unlabelled!r}"
             )
+        if load_size is not None and not is_size(load_size, minimum=1):
+            raise DataError(f"{self.name}: load_size must be (H, W) or None, got {load_size!r}")
         self.unlabelled = unlabelled
-        self.load_size = None if load_size is None else (int(load_size[0]), int(load_size[1]))
+        self.load_size = None if load_size is None else (load_size[0], load_size[1])
         self.num_classes = num_classes
         self.path_template = path_template
         self.root = check_root(root, self.name)
