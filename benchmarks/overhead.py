@@ -72,33 +72,20 @@ class Case:
     scale: str  # "small" or "large": which time goal applies
 
 
+def _preset(name: str) -> Callable[[], MultiTaskModel]:
+    return lambda: build_model(name, NYU)
+
+
 CASES = {
     c.name: c
     for c in (
         Case("small_conv", _small_conv, 8, 64, 30, "small"),
-        Case(
-            "deeplab_resnet34_cpu@64",
-            lambda: build_model("deeplab_resnet34_cpu", NYU),
-            8,
-            64,
-            15,
-            "small",
-        ),
-        Case(
-            "deeplab_resnet34_cpu@128",
-            lambda: build_model("deeplab_resnet34_cpu", NYU),
-            8,
-            128,
-            10,
-            "small",
-        ),
-        Case(
-            "mobilenetv2_cpu@128", lambda: build_model("mobilenetv2_cpu", NYU), 8, 128, 15, "small"
-        ),
-        Case(
-            "deeplab_resnet34@321", lambda: build_model("deeplab_resnet34", NYU), 2, 321, 3, "large"
-        ),
-        Case("mobilenetv2@321", lambda: build_model("mobilenetv2", NYU), 2, 321, 3, "large"),
+        Case("deeplab_resnet34_cpu@64", _preset("deeplab_resnet34_cpu"), 8, 64, 15, "small"),
+        Case("deeplab_resnet34_cpu@128", _preset("deeplab_resnet34_cpu"), 8, 128, 10, "small"),
+        Case("mobilenetv2_cpu@64", _preset("mobilenetv2_cpu"), 8, 64, 15, "small"),
+        Case("mobilenetv2_cpu@128", _preset("mobilenetv2_cpu"), 8, 128, 15, "small"),
+        Case("deeplab_resnet34@321", _preset("deeplab_resnet34"), 2, 321, 3, "large"),
+        Case("mobilenetv2@321", _preset("mobilenetv2"), 2, 321, 3, "large"),
     )
 }
 DEFAULT_CASES = tuple(CASES)
