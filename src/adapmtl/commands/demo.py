@@ -11,11 +11,11 @@ from typing import Any
 from adapmtl.config import apply_overrides, from_dict
 
 DEMO_SETTINGS: dict[str, Any] = {
-    "model": {"name": "deeplab_resnet34_cpu", "options": {"head_channels": 64}},
+    "model": {"name": "deeplab_resnet34_cpu", "options": {"head_channels": 128}},
     "tasks": {"preset": "scenes"},
     "data": {
         "name": "scenes",
-        "batch_size": 16,
+        "batch_size": 8,
         "eval_batch_size": 50,
         "cache": True,
         "options": {"size": [64, 64]},
@@ -32,7 +32,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     },
     "method": {"name": "adapmtl", "target": 0.9, "options": {"init": -7.0}},
     "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 150}},
-    "train": {"iterations": 600, "val_every": 150, "log_every": 10, "checkpoint_every": 150},
+    "train": {"iterations": 600, "val_every": 200, "log_every": 10, "checkpoint_every": 200},
 }
 """The demo's AdapMTL run (``configs/scenes/adapmtl_cpu.yaml`` holds the same settings); the dense
 run differs only by ``method: dense`` and ``weighting: equal``."""
