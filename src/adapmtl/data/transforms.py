@@ -17,7 +17,13 @@ from torch.nn import functional as F
 Sample = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 # Value that marks a padded pixel as invalid, per task (docs/architecture.md).
-PAD_VALUES: dict[str, float] = {"seg": 255, "depth": 0.0, "normal": 0.0, "keypoint": 255.0, "edge": 255.0}
+PAD_VALUES: dict[str, float] = {
+    "seg": 255,
+    "depth": 0.0,
+    "normal": 0.0,
+    "keypoint": 255.0,
+    "edge": 255.0,
+}
 SCALE_RANGE = (0.5, 1.5)
 
 

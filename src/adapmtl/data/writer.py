@@ -75,9 +75,17 @@ def _write_mtan(root: Path, split: str, index: int, view: SceneRender) -> None:
 
 def _write_taskonomy(root: Path, split: str, index: int, view: SceneRender) -> list[str]:
     name = f"{index:06d}"
-    entry = [f"synth/{domain}/{name}.png" for domain in (
-        "rgb", "segment_semantic", "normal", "depth_zbuffer", "keypoints2d", "edge_texture"
-    )]
+    entry = [
+        f"synth/{domain}/{name}.png"
+        for domain in (
+            "rgb",
+            "segment_semantic",
+            "normal",
+            "depth_zbuffer",
+            "keypoints2d",
+            "edge_texture",
+        )
+    ]
     base = root / split
     depth = np.round(view.depth * TASKONOMY_DEPTH_UNITS)
     pixels = [
@@ -88,7 +96,7 @@ def _write_taskonomy(root: Path, split: str, index: int, view: SceneRender) -> l
         np.round(view.keypoint * KEYPOINT_CLIP * 2**16).astype(np.uint16),
         np.round(view.edge * EDGE_CLIP * 2**16).astype(np.uint16),
     ]
-    for relative, array in zip(entry, pixels):
+    for relative, array in zip(entry, pixels, strict=True):
         _save_png(base / relative, array)
     return entry
 

@@ -342,9 +342,7 @@ class Room:
 
     SURFACES = 6
 
-    def intersect(
-        self, o: np.ndarray, d: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(t, normal, surface id)`` of the exit point of rays starting inside the room."""
         size = np.array([self.width, self.height, self.depth])
         safe = _nonzero(d)

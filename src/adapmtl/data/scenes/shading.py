@@ -29,7 +29,9 @@ def value_noise(points: np.ndarray, seed: int) -> np.ndarray:
     for x, wx in ((lo[:, 0], 1 - w[:, 0]), (hi[:, 0], w[:, 0])):
         for y, wy in ((lo[:, 1], 1 - w[:, 1]), (hi[:, 1], w[:, 1])):
             wxy = wx * wy
-            result += wxy * ((1 - w[:, 2]) * table[x, y, lo[:, 2]] + w[:, 2] * table[x, y, hi[:, 2]])
+            result += wxy * (
+                (1 - w[:, 2]) * table[x, y, lo[:, 2]] + w[:, 2] * table[x, y, hi[:, 2]]
+            )
     return result
 
 
