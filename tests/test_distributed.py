@@ -3,15 +3,19 @@ preset: every synchronisation point against a single-process computation, identi
 after training, agreement with a one-process run, a SIGTERM to one process, and resuming with a
 different number of processes.
 
-Tolerance against a one-process run on the same global batches: BatchNorm statistics are taken
-per process (2 of the 4 images; SyncBatchNorm is CUDA-only), dropout masks come from other
-random streams, and each process averages its loss over its own valid pixels. So the runs agree
+Tolerance against a one-process run on the same global batches. Dropout is off in these runs
+(with dropout the processes draw their masks from other random streams than one process would,
+and 12 iterations of a near-random model magnify that into differences of several points).
+What remains: BatchNorm statistics are taken per process (2 of the 4 images; SyncBatchNorm is
+CUDA-only) and each process averages its loss over its own valid pixels. So the runs agree
 approximately, not exactly: overall sparsity within 0.002 (both within the controller's 0.005 of
 the target), validation losses within 5 %, metrics within 5 % or 1 point (percent metrics).
+Measured on this preset: losses within 2.1 %, metrics within 2.3 % or 0.33 points.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -62,9 +66,11 @@ def one_process(tmp_path_factory):
     """The tiny preset trained by one process (the reference of the comparisons)."""
     from conftest import TINY
 
+    settings = copy.deepcopy(TINY)
+    settings["model"]["options"]["dropout"] = 0.0
     run = tmp_path_factory.mktemp("one") / "run"
-    trainer = Trainer(from_dict(TINY), run, verbose=False)
-    return TINY, trainer.fit(), trainer
+    trainer = Trainer(from_dict(settings), run, verbose=False)
+    return settings, trainer.fit(), trainer
 
 
 @pytest.fixture(scope="module")

@@ -47,15 +47,29 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Load ``state_dict`` into ``model``; None on success, else what does not fit (the model is
+    then only partly loaded and should be discarded)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        return describe_mismatch(model.state_dict(), state_dict) or str(err).splitlines()[0]
+    return None
+
+
 def describe_mismatch(
     expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
 ) -> str | None:
-    """What keeps ``given`` from loading into a model whose state dict is ``expected`` (missing
-    and unexpected keys, other shapes), or None when it fits."""
+    """What keeps ``given`` from loading into a model whose state dict is ``expected``: missing
+    and unexpected keys, other shapes (empty buffers, e.g. masks not set yet, take any shape)."""
     problems = []
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
-    shapes = [k for k in expected if k in given and expected[k].shape != given[k].shape]
+    shapes = [
+        k
+        for k in expected
+        if k in given and expected[k].numel() and expected[k].shape != given[k].shape
+    ]
     if missing:
         problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
     if unexpected:

@@ -40,9 +40,9 @@ from adapmtl.engine.build import (
 )
 from adapmtl.engine.checkpoint import (
     check_free_space,
-    describe_mismatch,
     estimated_size,
     load_checkpoint,
+    load_weights,
     remove_partial_writes,
     save_checkpoint,
 )
@@ -155,13 +155,12 @@ def model_from_checkpoint(
     model = build_model(config, tasks)
     method = build_run_method(config)
     method.prepare(model)
-    mismatch = describe_mismatch(model.state_dict(), state["model"])
+    mismatch = load_weights(model, state["model"])
     if mismatch is not None:
         raise UserError(
             f"{source}: its weights do not fit the model its config describes "
             f"({config.model.name!r}, tasks {', '.join(tasks)}): {mismatch}"
         )
-    model.load_state_dict(state["model"])
     return model, config, tasks
 
 
@@ -653,12 +652,11 @@ class Trainer:
                 f"cannot resume {self.run_dir}: its checkpoint was made with a different config "
                 f"(sections {differing}); resume with the run's own config.yaml"
             )
-        mismatch = describe_mismatch(self.model.state_dict(), state["model"])
+        mismatch = load_weights(self.model, state["model"])
         if mismatch is not None:
             raise UserError(
                 f"cannot resume {self.run_dir}: last.pt does not fit the model: {mismatch}"
             )
-        self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer, self.scheduler = self._build_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
