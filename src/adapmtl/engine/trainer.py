@@ -62,8 +62,9 @@ class NonFiniteLossError(UserError):
     """A task loss (or, after a step, a weight) became NaN or Inf."""
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run directory needs ``resume`` or ``overwrite``."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, space_needed: int = 0) -> None:
+    """Refuse to mix runs: an existing run directory needs ``resume`` or ``overwrite``. A new
+    run also needs ``space_needed`` bytes (checked before anything is created)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"output directory {run_dir} is a file, not a directory")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -77,6 +78,9 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it or --overwrite to replace it"
         )
+    reclaimed = sum((run_dir / name).stat().st_size for name in existing) if overwrite else 0
+    existing_ancestor = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    check_free_space(existing_ancestor, space_needed - reclaimed)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -219,7 +223,10 @@ class Trainer:
         self.parallel = ParallelModel(self.model, self.dist, self.device)
         self.weighting = build_run_weighting(config, self.tasks, self.model)
         self.optimizer, self.scheduler = self._build_optimizer()
-        self.reference = read_reference(config.eval.reference) if config.eval.reference else None
+        self.reference = None
+        if config.eval.reference:
+            reference = config.eval.reference
+            self.reference = self.dist.on_main(lambda: read_reference(reference))
 
         self.train_set = build_dataset(config, config.data.train_split, self.tasks, train=True)
         self.val_set = build_dataset(config, config.data.val_split, self.tasks, train=False)
@@ -262,8 +269,8 @@ class Trainer:
         check_free_space(self.run_dir, self._checkpoint_size() * (3 - present))
 
     def _prepare_new_dir(self, overwrite: bool) -> None:
-        prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite)
-        check_free_space(self.run_dir, self._checkpoint_size() * 3)
+        space = self._checkpoint_size() * 3  # last.pt, best.pt and one temporary copy
+        prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite, space_needed=space)
         self._write_run_files()
 
     def _checkpoint_size(self) -> int:
