@@ -136,11 +136,35 @@ def train(dist: Distributed, config_path: str, out: Path) -> None:
     torch.save(final, out / f"rank{dist.rank}.pt")
 
 
+class NanOnRankOne(Trainer):
+    """The depth loss is NaN on rank 1 only, at the second step."""
+
+    def _task_losses(self, batch, forward=None):
+        losses = super()._task_losses(batch, forward)
+        if forward is not None and self.iteration == 1 and self.dist.rank == 1:
+            losses["depth"] = losses["depth"] * float("nan")
+        return losses
+
+
+def skip_on_one_rank(dist: Distributed, config_path: str, out: Path) -> None:
+    """``on_nonfinite: skip`` with a NaN on one process: every process skips the same step."""
+    config = load_config(config_path, ["train.on_nonfinite=skip", "train.iterations=3"])
+    trainer = NanOnRankOne(config, out, verbose=False, dist=dist)
+    results = trainer.fit()
+    final = {
+        "skipped_steps": results["skipped_steps"],
+        "weighting_steps": trainer.weighting.step,
+        "model": trainer.model.state_dict(),
+    }
+    torch.save(final, out / f"rank{dist.rank}.pt")
+
+
 def main(config_path: str, out: str) -> None:
     torch.set_num_threads(1)
     with session("cpu") as dist:
         check_synchronisation(dist, Path(out))
         train(dist, config_path, Path(out) / "run")
+        skip_on_one_rank(dist, config_path, Path(out) / "skip")
 
 
 if __name__ == "__main__":

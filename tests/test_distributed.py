@@ -133,6 +133,14 @@ def test_two_processes_end_identical_and_match_one_process(two_processes, one_pr
     assert_matches_one_process(rank0["results"], reference)
 
 
+def test_a_nan_on_one_process_is_skipped_by_all(two_processes):
+    rank0, rank1 = (torch.load(two_processes / "skip" / f"rank{r}.pt") for r in (0, 1))
+    assert rank0["skipped_steps"] == rank1["skipped_steps"] == 1
+    assert rank0["weighting_steps"] == rank1["weighting_steps"] == 2
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+
+
 def _worker_of_rank(agent: int, rank: int) -> int:
     for _ in range(200):
         children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
