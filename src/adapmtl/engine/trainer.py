@@ -89,6 +89,7 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, space_neede
     if overwrite:
         for name in existing:
             (run_dir / name).unlink()
+        remove_partial_writes(run_dir)
         shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
