@@ -1,8 +1,13 @@
-"""Run under ``torchrun --nproc_per_node=2`` by tests/test_distributed.py.
+"""Run under ``torchrun --nproc_per_node=2`` by tests/test_distributed.py (CONFIG is the tiny
+preset); what each process ends with is saved to ``OUT/checks<r>.pt`` and
+``OUT/<part>/rank<r>.pt``.
 
-First exercises each synchronisation point against an independent single-process computation
-(saved to ``<out>/checks<r>.pt``), then trains one run with the same session and Trainer as
-``adapmtl train`` and saves what each process ends with to ``<out>/run/rank<r>.pt``."""
+1. checks: each synchronisation point against an independent single-process computation.
+2. ``run``: the tiny preset as is (per-process BatchNorm statistics and dropout streams), 6
+   iterations, with the session and Trainer of ``adapmtl train``: the replicas must end equal.
+3. ``split_invariant``: the tiny preset made independent of how a batch is split (no dropout,
+   BatchNorm on its running statistics), 12 iterations: must equal one process up to rounding.
+4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from adapmtl.config import from_dict, load_config
@@ -122,8 +128,32 @@ def check_synchronisation(dist: Distributed, out: Path) -> None:
     torch.save(seen, out / f"checks{dist.rank}.pt")
 
 
-def train(dist: Distributed, config_path: str, out: Path) -> None:
-    trainer = Trainer(load_config(config_path), out, verbose=False, dist=dist)
+class SplitInvariantTrainer(Trainer):
+    """BatchNorm normalises with its running statistics during training too (they then stay at
+    their initial values), so a batch's gradient is the mean of its images' gradients however
+    the batch is split over processes. With dropout off, N processes and one compute the same
+    training run up to rounding."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train = self._stay_in_eval_mode(module)
+                module.training = False
+
+    @staticmethod
+    def _stay_in_eval_mode(module: nn.Module):
+        def train(mode: bool = True) -> nn.Module:
+            return module
+
+        return train
+
+
+SPLIT_INVARIANT = ["model.options.dropout=0.0"]
+
+
+def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
+    trainer = trainer_class(config, out, verbose=False, dist=dist)
     results = trainer.fit()
     final = {
         "model": trainer.model.state_dict(),
@@ -163,7 +193,10 @@ def main(config_path: str, out: str) -> None:
     torch.set_num_threads(1)
     with session("cpu") as dist:
         check_synchronisation(dist, Path(out))
-        train(dist, config_path, Path(out) / "run")
+        plain = load_config(config_path, ["train.iterations=6"])
+        train(dist, Trainer, plain, Path(out) / "run")
+        split_invariant = load_config(config_path, SPLIT_INVARIANT)
+        train(dist, SplitInvariantTrainer, split_invariant, Path(out) / "split_invariant")
         skip_on_one_rank(dist, config_path, Path(out) / "skip")
 
 

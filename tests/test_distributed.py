@@ -1,16 +1,18 @@
 """Two processes under ``torchrun --standalone --nproc_per_node=2`` (CPU, gloo) on the tiny scenes
 preset: every synchronisation point against a single-process computation, identical replicas
-after training, agreement with a one-process run, a SIGTERM to one process, and resuming with a
-different number of processes.
+after training, agreement with a one-process run, a NaN on one process, a SIGTERM to one process,
+and resuming with a different number of processes.
 
-Tolerance against a one-process run on the same global batches. Dropout is off in these runs
-(with dropout the processes draw their masks from other random streams than one process would,
-and 12 iterations of a near-random model magnify that into differences of several points).
-What remains: BatchNorm statistics are taken per process (2 of the 4 images; SyncBatchNorm is
-CUDA-only) and each process averages its loss over its own valid pixels. So the runs agree
-approximately, not exactly: overall sparsity within 0.002 (both within the controller's 0.005 of
-the target), validation losses within 5 %, metrics within 5 % or 1 point (percent metrics).
-Measured on this preset: losses within 2.1 %, metrics within 2.3 % or 0.33 points.
+Agreement with one process on the same global batches is tested on the tiny preset made
+independent of how a batch is split (tests/distributed_worker.py ``SplitInvariantTrainer``: no
+dropout, BatchNorm on its running statistics). Then one process and two compute the same run and
+differ only by float32 rounding (the all-reduce sums in another order): sparsity, controller
+decision and masks equal; losses and metrics within 1e-4 relative (measured: 1e-7); weights
+within 1e-4 absolute + 1e-3 relative, a tenth of one Adam step at lr 1e-3 (measured: 1.5e-5).
+On the preset as is, processes normalise BatchNorm over their own 2 of the 4 images and draw
+other dropout masks; after 12 iterations of a near-random model that moves losses and metrics
+by up to 20 % (benchmarks/ddp_agreement.py, docs/results/ddp_agreement.md), so that run is only
+checked for identical replicas and the controller's sparsity.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from adapmtl.config import from_dict
+from adapmtl.config import apply_overrides, from_dict
 from adapmtl.engine.checkpoint import load_checkpoint
 from adapmtl.engine.trainer import Trainer
 
@@ -38,51 +40,45 @@ HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [*TORCHRUN, *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
-def close(a: float, b: float, rel: float = 0.05, points: float = 0.0) -> bool:
-    return abs(a - b) <= max(rel * max(abs(a), abs(b)), points)
+def tiny() -> dict:
+    from conftest import TINY
 
-
-def assert_matches_one_process(results: dict, reference: dict) -> None:
-    ours, theirs = results["sparsity"]["overall"], reference["sparsity"]["overall"]
-    assert abs(ours["sparsity"] - theirs["sparsity"]) <= 0.002
-    assert abs(ours["sparsity"] - 0.5) <= 0.005
-    for task, loss in reference["loss"].items():
-        assert close(results["loss"][task], loss), (task, results["loss"][task], loss)
-    for task, metrics in reference["metrics"].items():
-        for name, value in metrics.items():
-            got = results["metrics"][task][name]
-            assert close(got, value, points=1.0), (task, name, got, value)
+    return copy.deepcopy(TINY)
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """The tiny preset trained by one process (the reference of the comparisons)."""
-    from conftest import TINY
+    """The split-invariant tiny preset trained by one process."""
+    from distributed_worker import SPLIT_INVARIANT, SplitInvariantTrainer
 
-    settings = copy.deepcopy(TINY)
-    settings["model"]["options"]["dropout"] = 0.0
-    run = tmp_path_factory.mktemp("one") / "run"
-    trainer = Trainer(from_dict(settings), run, verbose=False)
-    return settings, trainer.fit(), trainer
+    settings = apply_overrides(tiny(), SPLIT_INVARIANT)
+    trainer = SplitInvariantTrainer(
+        from_dict(settings), tmp_path_factory.mktemp("one"), verbose=False
+    )
+    results = trainer.fit()
+    return results, trainer.model.state_dict()
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, one_process):
-    """tests/distributed_worker.py under torchrun: the checks, then the tiny preset trained."""
-    settings = one_process[0]
+def two_processes(tmp_path_factory):
+    """tests/distributed_worker.py under torchrun (see its docstring)."""
     out = tmp_path_factory.mktemp("two")
     config = out / "tiny.yaml"
-    config.write_text(yaml.safe_dump(settings))
+    config.write_text(yaml.safe_dump(tiny()))
     done = torchrun(str(HERE / "distributed_worker.py"), str(config), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+def load_ranks(directory: Path) -> tuple[dict, dict]:
+    return tuple(torch.load(directory / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
 
 def test_each_synchronisation_point_matches_one_process(two_processes):
@@ -109,10 +105,9 @@ def test_each_synchronisation_point_matches_one_process(two_processes):
         assert "disagree on the trainable parameters" in checks["divergent"]
 
 
-def test_two_processes_end_identical_and_match_one_process(two_processes, one_process):
-    reference = one_process[1]
+def test_two_processes_end_identical(two_processes):
     run = two_processes / "run"
-    rank0, rank1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = load_ranks(run)
     # identical replicas: weights, thresholds, BatchNorm statistics, masks
     assert rank0["model"].keys() == rank1["model"].keys()
     assert any(k.startswith("sparsity_thresholds.") for k in rank0["model"])
@@ -125,16 +120,34 @@ def test_two_processes_end_identical_and_match_one_process(two_processes, one_pr
     assert rank0["method"] == rank1["method"]
     assert rank0["method"]["controller"]["frozen_at"] is not None
     assert rank0["wraps"] == rank1["wraps"] == 2  # re-wrapped once, when the masks froze
+    assert abs(rank0["results"]["sparsity"]["overall"]["sparsity"] - 0.5) <= 0.005
     # only rank 0 wrote the run, and its checkpoint holds the replicas' weights
     state = load_checkpoint(run / "last.pt")
     for key, value in rank0["model"].items():
         assert torch.equal(value, state["model"][key]), key
     assert json.loads((run / "meta.json").read_text())["world_size"] == 2
-    assert_matches_one_process(rank0["results"], reference)
+
+
+def test_two_processes_compute_the_one_process_run(two_processes, one_process):
+    reference, reference_model = one_process
+    rank0, rank1 = load_ranks(two_processes / "split_invariant")
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    results = rank0["results"]
+    assert results["sparsity"]["overall"] == reference["sparsity"]["overall"]
+    assert results["method"] == reference["method"]
+    assert results["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    for task, metrics in reference["metrics"].items():
+        assert results["metrics"][task] == pytest.approx(metrics, rel=1e-4, abs=1e-9), task
+    for key, value in reference_model.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(rank0["model"][key], value, rtol=1e-3, atol=1e-4)
+        else:
+            assert torch.equal(rank0["model"][key], value), key  # masks
 
 
 def test_a_nan_on_one_process_is_skipped_by_all(two_processes):
-    rank0, rank1 = (torch.load(two_processes / "skip" / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = load_ranks(two_processes / "skip")
     assert rank0["skipped_steps"] == rank1["skipped_steps"] == 1
     assert rank0["weighting_steps"] == rank1["weighting_steps"] == 2
     for key, value in rank0["model"].items():
@@ -152,8 +165,8 @@ def _worker_of_rank(agent: int, rank: int) -> int:
     raise AssertionError(f"no worker of rank {rank} under torchrun {agent}")
 
 
-def test_sigterm_to_one_process_stops_all_and_resumes_with_one(tmp_path, one_process):
-    settings, reference, _ = one_process
+def test_sigterm_to_one_process_stops_all_and_resumes_with_one(tmp_path):
+    settings = tiny()
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(settings))
     run = tmp_path / "run"
@@ -186,4 +199,4 @@ def test_sigterm_to_one_process_stops_all_and_resumes_with_one(tmp_path, one_pro
     train_iterations = [r["iteration"] for r in records if r["kind"] == "train"]
     assert train_iterations == sorted(set(train_iterations))  # nothing logged twice
     assert load_checkpoint(run / "last.pt")["iteration"] == 12
-    assert_matches_one_process(resumed, reference)
+    assert abs(resumed["sparsity"]["overall"]["sparsity"] - 0.5) <= 0.005
