@@ -46,7 +46,10 @@ def tiny_settings() -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def _restore_torch_state():
+    """One intra-op thread per test: the tensors are small, and two threads on a shared 2-core
+    machine spin against each other."""
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)

@@ -10,7 +10,8 @@ from adapmtl.models import MODELS
 from adapmtl.tasks import TASK_SETS
 
 CONFIGS = sorted(
-    p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
+    p
+    for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
     if p.name != "base.yaml" and "suites" not in p.parts
 )
 
@@ -21,3 +22,17 @@ def test_config_loads_and_names_registered_parts(path):
     assert config.model.name in MODELS
     assert config.method.name in METHODS
     assert config.tasks.preset in TASK_SETS
+
+
+def test_scenes_presets_are_the_demo_settings():
+    import argparse
+
+    from adapmtl.commands.demo import demo_configs
+
+    args = argparse.Namespace(overrides=[], iterations=None, target=0.9, out=Path("runs/demo"))
+    dense, sparse = demo_configs(args)
+    root = Path(__file__).parents[1] / "configs" / "scenes"
+    assert load_config(root / "dense_cpu.yaml") == dense
+    preset = load_config(root / "adapmtl_cpu.yaml")
+    preset.eval.reference = sparse.eval.reference
+    assert preset == sparse

@@ -25,10 +25,10 @@ DEMO_SETTINGS: dict[str, Any] = {
     "optim": {
         "lr": 1e-3,
         "weight_decay": 1e-4,
-        "lr_step": 150,
+        "lr_step": 300,
         "lr_gamma": 0.5,
-        "threshold_lr": 1e-2,
-        "threshold_weight_decay": 1.0,
+        "threshold_lr": 2e-2,
+        "threshold_weight_decay": 0.01,
     },
     "method": {"name": "adapmtl", "target": 0.9, "options": {"init": -7.0}},
     "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 150}},

@@ -12,6 +12,7 @@ from torch import nn
 from adapmtl.methods.base import METHODS, Method, TrainingContext
 from adapmtl.sparsity import (
     TargetSparsityController,
+    ThresholdPressure,
     overall_sparsity,
     param_groups,
     sparsify,
@@ -33,12 +34,25 @@ class AdapMTL(Method):
         """``freeze_mask`` (paper) or ``official`` (freeze thresholds only)."""
         check_every: int = 1
         exclude: list[str] = field(default_factory=list)
+        pressure: str = "schedule"
+        """``schedule``: steer the thresholds' weight decay so overall sparsity follows a cubic
+        schedule to the target (``ThresholdPressure``); ``none``: fixed weight decay, as the
+        references (the final sparsity then depends on ``optim.threshold_weight_decay``)."""
+        pressure_until: float = 0.5
+        """Fraction of training at which the schedule reaches the target."""
+        pressure_growth: float = 1.02
+        """Factor applied to the thresholds' weight decay per iteration while steering."""
 
     def __init__(self, target: float | None, options: Options) -> None:
         if target is None:
             raise ValueError("adapmtl needs a target sparsity (method.target)")
+        if options.pressure not in ("schedule", "none"):
+            raise ValueError(f"pressure must be 'schedule' or 'none', got {options.pressure!r}")
+        if not 0.0 < options.pressure_until <= 1.0:
+            raise ValueError(f"pressure_until must be in (0, 1], got {options.pressure_until!r}")
         super().__init__(target, options)
         self.controller: TargetSparsityController | None = None
+        self.pressure: ThresholdPressure | None = None
 
     def prepare(self, model: nn.Module) -> nn.Module:
         sparsify(
@@ -73,6 +87,16 @@ class AdapMTL(Method):
     def after_backward(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
         self.controller.step(iteration)
+        if self.options.pressure == "none" or self.controller.frozen:
+            return
+        if self.pressure is None:
+            until = max(1, round(self.options.pressure_until * ctx.iterations))
+            self.pressure = ThresholdPressure(
+                self.target, until, growth=self.options.pressure_growth
+            )
+        sparsity = self.controller.last_sparsity
+        if sparsity is not None:
+            self.pressure.update(ctx.optimizer, iteration, sparsity)
 
     def at_target(self) -> bool:
         assert self.controller is not None
@@ -82,7 +106,7 @@ class AdapMTL(Method):
 
     def summary(self) -> dict[str, Any]:
         assert self.controller is not None
-        return {"frozen_at": self.controller.frozen_at}
+        return {"frozen_at": self.controller.frozen_at, "target": self.target}
 
     def state_dict(self) -> dict[str, Any]:
         assert self.controller is not None

@@ -11,6 +11,7 @@ from adapmtl.sparsity.masks import (
 )
 from adapmtl.sparsity.optim import param_groups
 from adapmtl.sparsity.parametrization import SparseWeight, soft_threshold
+from adapmtl.sparsity.pressure import ThresholdPressure
 from adapmtl.sparsity.report import SparsityReport, overall_sparsity, report
 from adapmtl.sparsity.sparsify import (
     GROUPINGS,
@@ -29,6 +30,7 @@ __all__ = [
     "SparseWeight",
     "SparsityReport",
     "TargetSparsityController",
+    "ThresholdPressure",
     "bake",
     "current_masks",
     "default_components",
