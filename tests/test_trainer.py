@@ -47,6 +47,11 @@ def test_adapmtl_run_prunes_to_the_target_and_writes_its_files(tiny_settings, tm
 def test_resume_equals_an_uninterrupted_run(tiny_settings, tmp_path):
     train(tiny_settings, tmp_path / "whole")
     half = dict(tiny_settings, train={**tiny_settings["train"], "iterations": 6})
+    # the threshold-pressure schedule ends at pressure_until * iterations: keep it at 6 in both
+    half["method"] = {
+        **half["method"],
+        "options": {**half["method"]["options"], "pressure_until": 1.0},
+    }
     train(half, tmp_path / "split")
     # continue the same run to 12 iterations
     config = from_dict(tiny_settings)
