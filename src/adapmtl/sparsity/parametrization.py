@@ -25,14 +25,18 @@ class _SoftThreshold(torch.autograd.Function):
     """S(W, a) with the paper's sub-gradients (Eq. 4-5, supplement Eq. 1).
 
     With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Forward uses the
-    identity S(W, a) = W - clamp(W, -a, a) (two passes over W instead of five). Only the output S
-    is saved, and the convolution keeps it for its own backward anyway, so training memory stays at
-    the dense level plus the effective weights: B = (S != 0) and sign(W) * B = sign(S).
+    identity S(W, a) = W - clamp(W, -a, a); backward uses B = (S != 0) and sign(W) * B = sign(S).
+    Each direction allocates one weight-sized buffer (the minimum: S, and the gradient of W). Only
+    S is saved, and the convolution keeps it for its own backward anyway, so training memory is the
+    dense level plus the effective weights.
     """
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        out = weight - weight.clamp(-alpha, alpha)
+        # One new buffer: for large weights, allocating (page-faulting) it costs more than the
+        # arithmetic, so the subtraction is done in place.
+        clamped = weight.clamp(-alpha, alpha)
+        out = torch.sub(weight, clamped, out=clamped)
         ctx.save_for_backward(out)
         ctx.alpha_shape = alpha.shape
         return out
