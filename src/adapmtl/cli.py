@@ -16,6 +16,8 @@ from adapmtl.errors import UserError
 
 COMMANDS: dict[str, str] = {
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+    "export": "Write a model's weights for deployment (dense or bitmask safetensors)",
+    "bench": "Time dense vs sparse-kernel CPU inference, per layer and end to end",
 }
 
 
