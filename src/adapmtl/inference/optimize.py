@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from adapmtl.inference.layers import (
     CSRConv1x1,
@@ -27,8 +28,7 @@ from adapmtl.inference.layers import (
     direct_conv_supported,
 )
 from adapmtl.inference.threads import numba_available
-from adapmtl.sparsity.masks import bake
-from adapmtl.sparsity.sparsify import is_sparsified
+from adapmtl.sparsity.sparsify import THRESHOLDS_ATTR
 
 DENSE = "dense"
 KERNELS = ("direct", "direct-wide", "csr")
@@ -139,6 +139,26 @@ def record_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Te
     return seen
 
 
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with every parametrized tensor replaced by its current value as a plain
+    parameter. (``bake(copy.deepcopy(model))`` would break ``model``: the copy shares torch's
+    injected ``Parametrized...`` class, and removing a parametrization deletes the property from
+    that class.)"""
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+        module.__class__ = module.__class__.__bases__[0]
+        del module._modules["parametrizations"]
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value))
+    for attr in (THRESHOLDS_ATTR, "_adapmtl_components"):
+        if hasattr(plain, attr):
+            delattr(plain, attr)
+    return plain
+
+
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
@@ -175,9 +195,7 @@ def optimize(
     unknown = sorted(set(kernels) - set(KERNELS))
     if unknown:
         raise ValueError(f"unknown kernels {unknown}; choose from {KERNELS}")
-    fast = copy.deepcopy(model).eval()
-    if is_sparsified(fast):
-        bake(fast)
+    fast = _plain_copy(model).eval()
     inputs = record_inputs(fast, example)
     choices = []
     for path, x in inputs.items():
