@@ -40,6 +40,7 @@ LAYOUT_KEY = "adapmtl.layout"
 VERSION_KEY = "adapmtl.version"
 VERSION = "1"
 VALUES, BITMASK = "::values", "::bitmask"
+_MASK_BUFFER = ".parametrizations.weight.0.mask"
 _FORMAT_NAMES = {"dense": "dense", "sparse": "sparse-bitmask"}
 _DESCRIPTION = (
     "tensor K listed in adapmtl.layout is stored as K::values (nonzero entries in row-major order) "
@@ -236,7 +237,8 @@ def load_into(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Raise ``UserError`` unless ``state`` has exactly the model's keys and shapes."""
+    """Raise ``UserError`` unless ``state`` has exactly the model's keys and shapes (a mask
+    buffer of a sparsified model may differ in shape: loading adopts the saved one)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -246,6 +248,8 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
             f"missing {len(missing)} {missing[:3]}, unexpected {len(unexpected)} {unexpected[:3]}"
         )
     for key, value in state.items():
+        if key.endswith(_MASK_BUFFER):
+            continue
         if tuple(value.shape) != tuple(expected[key].shape):
             raise UserError(
                 f"{source}: {key} has shape {list(value.shape)}, "
