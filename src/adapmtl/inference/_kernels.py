@@ -25,8 +25,14 @@ _VEC = ir.VectorType(_F32, 8)
 
 def _micro_kernel(width: int):
     """``tile(out, o, x, x0, offs, vals, k0, k1)``: ``out[o:o+width] += sum_k vals[k] *
-    x[x0 + offs[k] : x0 + offs[k] + width]`` for ``k`` in ``[k0, k1)`` (float32, unchecked)."""
+    x[x0 + offs[k] : x0 + offs[k] + width]`` for ``k`` in ``[k0, k1)`` (float32, unchecked).
+
+    The main loop takes ``sets`` nonzeros per iteration into separate accumulator sets, so that
+    8 independent FMA chains hide the FMA latency (two FMA units x four cycles); a tail loop
+    takes the remainder one at a time.
+    """
     nvec = width // 8
+    sets = max(1, 8 // nvec)
 
     @intrinsic
     def tile(typingctx, out, o, x, x0, offs, vals, k0, k1):
@@ -43,41 +49,81 @@ def _micro_kernel(width: int):
                 builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v8f32"
             )
             zero = ir.Constant(_VEC, [0.0] * 8)
-            entry = builder.basic_block
-            loop = builder.append_basic_block("tile.loop")
-            done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed("<", k0_v, k1_v), loop, done)
 
-            builder.position_at_end(loop)
+            def multiply_add(k, accs):
+                base = builder.add(x0_v, builder.load(builder.gep(offs_p, [k])))
+                weight = builder.load(builder.gep(vals_p, [k]))
+                splat = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(_VEC, ir.Undefined), weight, _I32(0)),
+                    ir.Constant(_VEC, ir.Undefined),
+                    ir.Constant(ir.VectorType(_I32, 8), [0] * 8),
+                )
+                updated = []
+                for i, acc in enumerate(accs):
+                    ptr = builder.gep(x_p, [builder.add(base, _I64(8 * i))])
+                    segment = builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+                    updated.append(builder.call(fma, [segment, splat, acc]))
+                return updated
+
+            entry = builder.basic_block
+            main = builder.append_basic_block("tile.main")
+            middle = builder.append_basic_block("tile.middle")
+            tail = builder.append_basic_block("tile.tail")
+            done = builder.append_basic_block("tile.done")
+            main_end = builder.sub(k1_v, _I64(sets - 1))
+            builder.cbranch(builder.icmp_signed("<", k0_v, main_end), main, middle)
+
+            builder.position_at_end(main)
             k = builder.phi(_I64)
-            accs = [builder.phi(_VEC) for _ in range(nvec)]
-            base = builder.add(x0_v, builder.load(builder.gep(offs_p, [k])))
-            weight = builder.load(builder.gep(vals_p, [k]))
-            splat = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(_VEC, ir.Undefined), weight, _I32(0)),
-                ir.Constant(_VEC, ir.Undefined),
-                ir.Constant(ir.VectorType(_I32, 8), [0] * 8),
-            )
-            updated = []
-            for i, acc in enumerate(accs):
-                ptr = builder.gep(x_p, [builder.add(base, _I64(8 * i))])
-                segment = builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
-                updated.append(builder.call(fma, [segment, splat, acc]))
-            k_next = builder.add(k, _I64(1))
-            body_end = builder.basic_block
+            accs = [[builder.phi(_VEC) for _ in range(nvec)] for _ in range(sets)]
+            new = [multiply_add(builder.add(k, _I64(s)), accs[s]) for s in range(sets)]
+            k_next = builder.add(k, _I64(sets))
+            main_last = builder.basic_block
             k.add_incoming(k0_v, entry)
-            k.add_incoming(k_next, body_end)
-            for acc, new in zip(accs, updated, strict=True):
-                acc.add_incoming(zero, entry)
-                acc.add_incoming(new, body_end)
-            builder.cbranch(builder.icmp_signed("<", k_next, k1_v), loop, done)
+            k.add_incoming(k_next, main_last)
+            for set_phis, set_new in zip(accs, new, strict=True):
+                for phi, value in zip(set_phis, set_new, strict=True):
+                    phi.add_incoming(zero, entry)
+                    phi.add_incoming(value, main_last)
+            builder.cbranch(builder.icmp_signed("<", k_next, main_end), main, middle)
+
+            builder.position_at_end(middle)
+            k_mid = builder.phi(_I64)
+            k_mid.add_incoming(k0_v, entry)
+            k_mid.add_incoming(k_next, main_last)
+            merged = []
+            for s in range(sets):
+                merged.append([])
+                for i in range(nvec):
+                    phi = builder.phi(_VEC)
+                    phi.add_incoming(zero, entry)
+                    phi.add_incoming(new[s][i], main_last)
+                    merged[s].append(phi)
+            totals = merged[0]
+            for s in range(1, sets):
+                totals = [builder.fadd(a, b) for a, b in zip(totals, merged[s], strict=True)]
+            middle_last = builder.basic_block
+            builder.cbranch(builder.icmp_signed("<", k_mid, k1_v), tail, done)
+
+            builder.position_at_end(tail)
+            kt = builder.phi(_I64)
+            tail_accs = [builder.phi(_VEC) for _ in range(nvec)]
+            tail_new = multiply_add(kt, tail_accs)
+            kt_next = builder.add(kt, _I64(1))
+            tail_last = builder.basic_block
+            kt.add_incoming(k_mid, middle_last)
+            kt.add_incoming(kt_next, tail_last)
+            for phi, total, value in zip(tail_accs, totals, tail_new, strict=True):
+                phi.add_incoming(total, middle_last)
+                phi.add_incoming(value, tail_last)
+            builder.cbranch(builder.icmp_signed("<", kt_next, k1_v), tail, done)
 
             builder.position_at_end(done)
             finals = []
-            for new in updated:
+            for total, value in zip(totals, tail_new, strict=True):
                 final = builder.phi(_VEC)
-                final.add_incoming(zero, entry)
-                final.add_incoming(new, body_end)
+                final.add_incoming(total, middle_last)
+                final.add_incoming(value, tail_last)
                 finals.append(final)
             for i, final in enumerate(finals):
                 ptr = builder.gep(out_p, [builder.add(o_v, _I64(8 * i))])
