@@ -15,6 +15,7 @@ internally; the returned tensor is a strided view without the padding.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -88,6 +89,7 @@ class DirectGeometry:
         padded_w = -(-padded_w // sw) * sw
         phase_w = padded_w // sw
         plane = height * padded_w
+        row_stride = conv.in_channels * padded_w
 
         blocks = -(-group_in // block)
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
@@ -103,7 +105,7 @@ class DirectGeometry:
         vals = ordered[nonzero].numpy().astype(np.float32)
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
         column = kw * dw - pw + left
-        offs = channel * plane + kh * dh * padded_w + (column % sw) * phase_w + column // sw
+        offs = kh * dh * row_stride + channel * padded_w + (column % sw) * phase_w + column // sw
 
         rows = np.arange(out_h)
         in_rows = sh * rows[:, None] + np.arange(kernel_h)[None, :] * dh - ph
@@ -133,7 +135,7 @@ class DirectGeometry:
             ptr=ptr.reshape(out_channels, blocks, -1),
             offs=offs,
             vals=vals,
-            row_base=((sh * rows - ph) * padded_w).astype(np.int64),
+            row_base=((sh * rows - ph) * row_stride).astype(np.int64),
             kh_lo=kh_lo,
             kh_hi=kh_hi,
             tile_col=tile_col,
@@ -187,6 +189,10 @@ class DirectSparseConv2d(nn.Module):
         self._bias = bias.detach().float().numpy().copy()
         self._geometries: dict[tuple[int, int], DirectGeometry] = {}
         self._bounds: dict[tuple[int, int, int], np.ndarray] = {}
+        # packed-input buffers by (thread, input shape): their padding stays zero and the
+        # interior is overwritten on every call, so a buffer is allocated (and page-faulted in)
+        # once instead of on every call
+        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
 
     def geometry(self, height: int, width: int) -> DirectGeometry:
         key = (height, width)
@@ -200,25 +206,29 @@ class DirectSparseConv2d(nn.Module):
             x = x.reshape(batch, channels, 1, height * width)
         geo = self.geometry(x.shape[2], x.shape[3])
         sw = _pair(self.conv.stride)[1]
-        packed = torch.zeros(batch * channels * geo.plane + 2 * geo.padded_w + 64)
+        key = (threading.get_ident(), *x.shape)
+        if key not in self._buffers:
+            self._buffers[key] = torch.zeros(batch * channels * geo.plane + 2 * geo.padded_w + 64)
+        packed = self._buffers[key]
         interior = packed[: batch * channels * geo.plane]
-        view = interior.view(batch, channels, x.shape[2], sw, geo.padded_w // sw)
+        view = interior.view(batch, x.shape[2], channels, sw, geo.padded_w // sw)
+        rows = x.transpose(1, 2)
         if sw == 1:
-            view[..., 0, geo.left : geo.left + x.shape[3]].copy_(x)
+            view[..., 0, geo.left : geo.left + x.shape[3]].copy_(rows)
         else:
-            padded = F.pad(x.detach(), (geo.left, geo.padded_w - geo.left - x.shape[3]))
+            padded = F.pad(rows.detach(), (geo.left, geo.padded_w - geo.left - x.shape[3]))
             view.copy_(padded.reshape(*padded.shape[:3], -1, sw).transpose(3, 4))
         out_channels = self.conv.out_channels
         out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
         threads = _threads.sync()
-        key = (x.shape[2], x.shape[3], threads)
-        if key not in self._bounds:
-            self._bounds[key] = _balanced_bounds(geo.ptr, threads)
+        split = (x.shape[2], x.shape[3], threads)
+        if split not in self._bounds:
+            self._bounds[split] = _balanced_bounds(geo.ptr, threads)
         self._kernel(
             packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
             geo.row_base, geo.kh_lo, geo.kh_hi, geo.tile_col, geo.tile_width, geo.kw_lo,
             geo.kw_hi, self.conv.kernel_size[1], geo.out_h, geo.out_stride, out.numpy(),
-            self._bounds[key],
+            self._bounds[split],
         )  # fmt: skip
         result = out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
         if self.flatten:
