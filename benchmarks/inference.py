@@ -108,7 +108,8 @@ def conditions(args: argparse.Namespace, load_before: tuple, load_after: tuple) 
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores; {args.threads} thread(s) for PyTorch "
         "and numba; batch 1.",
-        f"- torch {torch.__version__}, numba {numba.__version__}, Python {platform.python_version()}.",
+        f"- torch {torch.__version__}, numba {numba.__version__}, "
+        f"Python {platform.python_version()}.",
         f"- Load average (1, 5, 15 min) before: {load_before}, after: {load_after}. The machine "
         "was shared with other jobs, so absolute times are noisy; dense and sparse runs are "
         "interleaved, so their ratio is the figure to read.",
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row.__dict__ | {"speedup": row.speedup}), flush=True)
             rows.append(row)
     load_after = tuple(round(v, 2) for v in os.getloadavg())
-    command = "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/inference.py " + " ".join(given)
     text = write_markdown(rows, command.strip(), conditions(args, load_before, load_after))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
