@@ -7,7 +7,9 @@ broadcasts the weight and multiply-adds the input segment it touches (one vector
 FMA per 8 outputs). Numba's own loop vectorizer does not produce this: it cannot prove that the
 output and input arrays do not alias, and vectorizes over the nonzeros instead.
 
-Work is split over threads by output channel, in chunks of balanced nonzero counts.
+Work is split over threads by output channel, in chunks of balanced nonzero counts. Loop order:
+output row, column tile, input-channel block, output channel, so the input segment that one
+(row, tile, block) needs stays in cache while every output channel of the chunk reads it.
 """
 
 from __future__ import annotations
@@ -181,22 +183,23 @@ def sparse_conv(
                 x_row = x_n + row_base[r]
                 k_first = kh_lo[r] * kernel_w
                 k_last = kh_hi[r] * kernel_w
-                for b in range(blocks):
-                    for oc in range(lo, hi):
-                        taps = ptr[oc, b]
-                        o_row = (n * out_channels + oc) * out_plane + r * out_stride
-                        for t in range(tile_col.shape[0]):
-                            c = tile_col[t]
-                            width = tile_width[t]
-                            if kw_lo[t] == 0 and kw_hi[t] == kernel_w:
+                for t in range(tile_col.shape[0]):
+                    c = tile_col[t]
+                    width = tile_width[t]
+                    whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
+                    for b in range(blocks):
+                        for oc in range(lo, hi):
+                            taps = ptr[oc, b]
+                            o = (n * out_channels + oc) * out_plane + r * out_stride + c
+                            if whole_rows:
                                 _tile(
-                                    width, out, o_row + c, x, x_row + c, offs, vals,
+                                    width, out, o, x, x_row + c, offs, vals,
                                     taps[k_first], taps[k_last],
                                 )  # fmt: skip
                             else:
                                 for kh in range(kh_lo[r], kh_hi[r]):
                                     _tile(
-                                        width, out, o_row + c, x, x_row + c, offs, vals,
+                                        width, out, o, x, x_row + c, offs, vals,
                                         taps[kh * kernel_w + kw_lo[t]],
                                         taps[kh * kernel_w + kw_hi[t]],
                                     )  # fmt: skip
