@@ -185,3 +185,15 @@ def test_dense_conv_reference_is_independent():
     x = torch.randn(1, 4, 5, 5)
     with torch.no_grad():
         assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_kernel_launch_keeps_torch_thread_count():
+    conv = sparse_conv(8, 8, 3, padding=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            DirectSparseConv2d(conv)(torch.randn(1, 8, 6, 6))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

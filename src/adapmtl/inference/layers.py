@@ -223,13 +223,14 @@ class DirectSparseConv2d(nn.Module):
         threads = _threads.sync()
         split = (x.shape[2], x.shape[3], threads)
         if split not in self._bounds:
-            self._bounds[split] = _balanced_bounds(geo.ptr, threads)
+            self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
         self._kernel(
             packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
             geo.row_base, geo.kh_lo, geo.kh_hi, geo.tile_col, geo.tile_width, geo.kw_lo,
             geo.kw_hi, self.conv.kernel_size[1], geo.out_h, geo.out_stride, out.numpy(),
             self._bounds[split],
         )  # fmt: skip
+        _threads.restore(threads)
         result = out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
         if self.flatten:
             return result.view(batch, out_channels, height, width)

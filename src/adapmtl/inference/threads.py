@@ -1,4 +1,9 @@
-"""Keep numba's thread count equal to PyTorch's, so ``torch.set_num_threads`` governs both."""
+"""Keep numba's thread count equal to PyTorch's, so ``torch.set_num_threads`` governs both.
+
+numba's OpenMP threading layer sets the OpenMP thread count when it launches a parallel kernel,
+and PyTorch reads its own count from the same OpenMP runtime, so a kernel launch would silently
+change ``torch.get_num_threads()``; :func:`restore` puts it back.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,20 @@ import torch
 
 def sync() -> int:
     """Set numba's thread count to ``torch.get_num_threads()`` (capped at numba's maximum) and
-    return it."""
+    return PyTorch's count, to be passed to :func:`restore` after the kernel."""
     import numba
 
-    wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != wanted:
-        numba.set_num_threads(wanted)
+    wanted = torch.get_num_threads()
+    capped = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != capped:
+        numba.set_num_threads(capped)
     return wanted
+
+
+def restore(wanted: int) -> None:
+    """Undo a change of PyTorch's thread count made by a numba kernel launch."""
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def numba_available() -> bool:
@@ -23,3 +35,10 @@ def numba_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def numba_max() -> int:
+    """The most threads numba can use in this process."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
