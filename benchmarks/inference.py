@@ -25,7 +25,7 @@ import torch
 
 from adapmtl.analysis import count_cost
 from adapmtl.inference import compare_end_to_end, optimize
-from adapmtl.inference.pruning import magnitude_prune
+from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
 from adapmtl.models import build_model
 from adapmtl.sparsity.export import export_model
 
@@ -43,6 +43,7 @@ OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "inferenc
 class Row:
     model: str
     size: tuple[int, int]
+    threads: int
     sparsity: float
     dense_mib: float
     sparse_mib: float
@@ -64,10 +65,12 @@ class Row:
         return self.dense_ms / self.sparse_ms
 
 
-def measure(name: str, sparsity: float, args: argparse.Namespace) -> Row:
+def measure(name: str, sparsity: float, threads: int, args: argparse.Namespace) -> Row:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     height, width = INPUT_SIZES[name]
     model = magnitude_prune(build_model(name, TASKS).eval(), sparsity)
+    calibrate_batchnorm(model, torch.randn(2, 3, height, width))
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {
             fmt: export_model(model, Path(tmp) / f"{fmt}.safetensors", format=fmt).stat().st_size
@@ -82,6 +85,7 @@ def measure(name: str, sparsity: float, args: argparse.Namespace) -> Row:
     return Row(
         model=name,
         size=(height, width),
+        threads=threads,
         sparsity=sparsity,
         dense_mib=sizes["dense"] / 2**20,
         sparse_mib=sizes["sparse"] / 2**20,
@@ -106,8 +110,8 @@ def conditions(args: argparse.Namespace, load_before: tuple, load_after: tuple) 
     except OSError:
         pass
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores; {args.threads} thread(s) for PyTorch "
-        "and numba; batch 1.",
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; batch 1; the threads column is the "
+        "thread count of PyTorch and numba.",
         f"- torch {torch.__version__}, numba {numba.__version__}, "
         f"Python {platform.python_version()}.",
         f"- Load average (1, 5, 15 min) before: {load_before}, after: {load_after}. The machine "
@@ -129,7 +133,8 @@ def write_markdown(rows: list[Row], command: str, notes: list[str]) -> str:
         "```",
         "",
         "Sparse models: random initialisation, then every Conv/Linear weight magnitude-pruned to "
-        "the target sparsity (no training; kernels only see where the zeros are). NYUv2 tasks "
+        "the target sparsity (no training; kernels only see where the zeros are), BN statistics "
+        "set from one random batch so that signal reaches the heads. NYUv2 tasks "
         "(seg 40, normal 3, depth 1). Files: `adapmtl export --format dense|sparse` "
         "(safetensors; sparse = nonzero values + bitmask). MACs: multiply-accumulates of one "
         "forward pass (`adapmtl.analysis.count_cost`), nonzero MACs bound the possible speedup. "
@@ -140,14 +145,14 @@ def write_markdown(rows: list[Row], command: str, notes: list[str]) -> str:
         "",
         *notes,
         "",
-        "| model | input | sparsity | dense file MiB | sparse file MiB | size ratio | GMACs dense "
-        "| GMACs nonzero | dense ms | sparse ms | speedup | layers on sparse kernels "
-        "| max rel. error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | input | threads | sparsity | dense file MiB | sparse file MiB | size ratio "
+        "| GMACs dense | GMACs nonzero | dense ms | sparse ms | speedup "
+        "| layers on sparse kernels | max rel. error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.model} | {r.size[0]}x{r.size[1]} | {100 * r.sparsity:.0f}% "
+            f"| {r.model} | {r.size[0]}x{r.size[1]} | {r.threads} | {100 * r.sparsity:.0f}% "
             f"| {r.dense_mib:.1f} | {r.sparse_mib:.1f} | {r.size_ratio:.3f} "
             f"| {r.macs_g:.2f} | {r.nonzero_macs_g:.2f} | {r.dense_ms:.0f} | {r.sparse_ms:.0f} "
             f"| {r.speedup:.2f}x | {r.sparse_layers}/{r.layers} | {r.max_rel_error:.1e} |"
@@ -159,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(INPUT_SIZES))
     parser.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layer-repeats", type=int, default=3)
     parser.add_argument("--output", default=str(OUTPUT))
     parser.add_argument("--json", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(INPUT_SIZES))
     if unknown:
@@ -174,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = tuple(round(v, 2) for v in os.getloadavg())
     rows = []
     for name in names:
-        for sparsity in sparsities:
-            row = measure(name, sparsity, args)
-            print(json.dumps(row.__dict__ | {"speedup": row.speedup}), flush=True)
-            rows.append(row)
+        for threads in thread_counts:
+            for sparsity in sparsities:
+                row = measure(name, sparsity, threads, args)
+                print(json.dumps(row.__dict__ | {"speedup": row.speedup}), flush=True)
+                rows.append(row)
     load_after = tuple(round(v, 2) for v in os.getloadavg())
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/inference.py " + " ".join(given)

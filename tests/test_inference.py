@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from adapmtl.inference import compare_end_to_end, optimize
 from adapmtl.inference.layers import CSRConv1x1, CSRLinear
 from adapmtl.inference.optimize import relative_error
-from adapmtl.inference.pruning import magnitude_prune
+from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
 
 numba = pytest.importorskip("numba")
 from adapmtl.inference.layers import DirectSparseConv2d  # noqa: E402
@@ -170,13 +170,27 @@ def test_real_models_within_tolerance(name):
 
     torch.manual_seed(0)
     model = magnitude_prune(build_model(name, {"seg": 40, "normal": 3, "depth": 1}).eval(), 0.9)
+    calibrate_batchnorm(model, torch.randn(2, 3, 48, 64))  # else no signal reaches the heads
     x = torch.randn(1, 3, 48, 64)
     fast, plan = optimize(model, x, min_speedup=0.0, repeats=1)
     assert sum(c.kernel != "dense" for c in plan.layers) == len(plan.layers)
     with torch.no_grad():
         expected, got = model(x), fast(x)
+        assert model.backbone(x).abs().max() > 1e-2  # the check below compares real signal
+        assert relative_error(fast.backbone(x), model.backbone(x)) < 1e-4
     for task in expected:
         assert relative_error(got[task], expected[task]) < 1e-4
+
+
+def test_calibrate_batchnorm_sets_batch_statistics():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    x = torch.randn(2, 3, 5, 5) * 3 + 1
+    calibrate_batchnorm(model, x)
+    with torch.no_grad():
+        y = model[0](x)
+    assert not model.training and model[1].momentum == 0.1
+    assert torch.allclose(model[1].running_mean, y.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model[1].running_var, y.var((0, 2, 3), unbiased=True), atol=1e-4)
 
 
 def test_dense_conv_reference_is_independent():

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prune",
         type=float,
         metavar="SPARSITY",
-        help="magnitude-prune every layer to this sparsity first (for trying out, no training)",
+        help="magnitude-prune every layer to this sparsity first and set BN statistics from a "
+        "random batch (for trying out, no training)",
     )
     parser.add_argument("--json", help="also write the measurements to this JSON file")
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from adapmtl.inference import compare_end_to_end, numba_available, optimize
     from adapmtl.inference.loading import load_model, parse_size, parse_tasks
-    from adapmtl.inference.pruning import magnitude_prune
+    from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
 
     if args.weights is None and args.prune is None:
         raise UserError("give a weights file, or --prune SPARSITY to bench a pruned random model")
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             magnitude_prune(model, args.prune)
         except ValueError as err:
             raise UserError(f"--prune {args.prune}: {err}") from None
+        calibrate_batchnorm(model, torch.randn(2, 3, height, width))
     if not numba_available():
         print("numba is not installed: only CSR kernels (1x1 convs, Linear) are tried")
     example = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))

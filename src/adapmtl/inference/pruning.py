@@ -48,3 +48,23 @@ def magnitude_prune(model: nn.Module, sparsity: float, *, scope: str = "layer") 
         masks = {path: _keep_mask(w, _kth_magnitude(w, sparsity)) for path, w in weights.items()}
     set_masks(model, masks)
     return bake(model)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``model(inputs)`` and return the model
+    in eval mode. A randomly initialised model pruned to high sparsity otherwise passes almost no
+    signal through its (untrained) BN layers, and comparing outputs would only compare biases."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    try:
+        model(inputs)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+    return model
