@@ -62,6 +62,14 @@ def test_direct_conv_extreme_densities_and_new_input_size():
             assert relative_error(layer(x), full(x)) < 1e-5
 
 
+def test_direct_conv_accepts_inputs_that_require_grad():
+    conv = sparse_conv(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    got = DirectSparseConv2d(conv)(x)
+    assert not got.requires_grad  # inference only
+    assert relative_error(got, conv(x).detach()) < 1e-5
+
+
 def test_direct_conv_rejects_unsupported_layers():
     with pytest.raises(ValueError, match="padding"):
         DirectSparseConv2d(nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"))

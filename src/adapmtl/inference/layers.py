@@ -201,6 +201,7 @@ class DirectSparseConv2d(nn.Module):
         return self._geometries[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
         batch, channels, height, width = x.shape
         if self.flatten:  # a 1x1 conv is one row of H*W columns: long tiles, no padding
             x = x.reshape(batch, channels, 1, height * width)
@@ -216,7 +217,7 @@ class DirectSparseConv2d(nn.Module):
         if sw == 1:
             view[..., 0, geo.left : geo.left + x.shape[3]].copy_(rows)
         else:
-            padded = F.pad(rows.detach(), (geo.left, geo.padded_w - geo.left - x.shape[3]))
+            padded = F.pad(rows, (geo.left, geo.padded_w - geo.left - x.shape[3]))
             view.copy_(padded.reshape(*padded.shape[:3], -1, sw).transpose(3, 4))
         out_channels = self.conv.out_channels
         out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
