@@ -7,6 +7,7 @@ see where the zeros are, so trained weights at the same per-layer densities time
 
     python benchmarks/inference.py                        # everything (long: full-size models)
     python benchmarks/inference.py --models deeplab_resnet34_cpu --sparsities 0.9 --repeats 3
+    python benchmarks/inference.py --models deeplab_resnet34 --threads 2 --append   # add a section
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ def conditions(args: argparse.Namespace, load_before: tuple, load_after: tuple) 
     ]
 
 
-def write_markdown(rows: list[Row], command: str, notes: list[str]) -> str:
+def write_markdown(rows: list[Row], command: str, notes: list[str], title: str) -> str:
     lines = [
-        "# Sparse export and CPU inference",
+        title,
         "",
         "Produced by:",
         "",
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-repeats", type=int, default=3)
     parser.add_argument("--output", default=str(OUTPUT))
     parser.add_argument("--json", help="also write the rows as JSON")
+    parser.add_argument(
+        "--append", action="store_true", help="add a section to the output file, keep the rest"
+    )
     args = parser.parse_args(argv)
     thread_counts = [int(t) for t in args.threads.split(",")]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -187,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     load_after = tuple(round(v, 2) for v in os.getloadavg())
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/inference.py " + " ".join(given)
-    text = write_markdown(rows, command.strip(), conditions(args, load_before, load_after))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
+    output = Path(args.output)
+    title = "## Another run" if args.append else "# Sparse export and CPU inference"
+    text = write_markdown(rows, command.strip(), conditions(args, load_before, load_after), title)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and output.exists():
+        text = output.read_text() + "\n" + text
+    output.write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
     print(text)
