@@ -219,3 +219,20 @@ def test_kernel_launch_keeps_torch_thread_count():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_without_numba_only_csr_kernels_are_tried(monkeypatch):
+    import sys
+
+    optimize_module = sys.modules["adapmtl.inference.optimize"]  # the package exports a function
+    monkeypatch.setattr(optimize_module, "numba_available", lambda: False)
+    model = magnitude_prune(Small().eval(), 0.8)
+    x = torch.randn(1, 3, 16, 16)
+    fast, plan = optimize(model, x, min_speedup=0.0, repeats=1)
+    kernels = {c.path: c.kernel for c in plan.layers}
+    assert kernels == {
+        "backbone.0": "dense", "backbone.3": "dense", "heads.seg.0": "dense",
+        "heads.seg.2": "csr", "heads.cls.2": "csr",
+    }  # fmt: skip
+    with torch.no_grad():
+        assert relative_error(fast(x)["seg"], model(x)["seg"]) < 1e-4
