@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "config": "Show the resolved config",
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
     "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
+    "export": "Write a model's weights for deployment (dense or bitmask safetensors)",
+    "bench": "Time dense vs sparse-kernel CPU inference, per layer and end to end",
 }
 
 

@@ -1,0 +1,208 @@
+"""File sizes of the dense and bitmask exports, and dense vs sparse-kernel CPU latency, at several
+sparsities, for both backbones (CPU presets and full size). Writes docs/results/inference.md.
+
+Sparse models are made without training, by per-layer magnitude pruning to each target
+(``adapmtl.inference.pruning.magnitude_prune``) of a randomly initialised model; the kernels only
+see where the zeros are, so trained weights at the same per-layer densities time the same.
+
+    python benchmarks/inference.py                        # everything (long: full-size models)
+    python benchmarks/inference.py --models deeplab_resnet34_cpu --sparsities 0.9 --repeats 3
+    python benchmarks/inference.py --models deeplab_resnet34 --threads 2 --append   # add a section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from adapmtl.analysis import count_cost
+from adapmtl.inference import compare_end_to_end, optimize
+from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
+from adapmtl.models import build_model
+from adapmtl.sparsity.export import export_model
+
+TASKS = {"seg": 40, "normal": 3, "depth": 1}
+INPUT_SIZES = {
+    "deeplab_resnet34_cpu": (128, 128),
+    "mobilenetv2_cpu": (128, 128),
+    "deeplab_resnet34": (321, 321),
+    "mobilenetv2": (321, 321),
+}
+OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "inference.md"
+
+
+@dataclass
+class Row:
+    model: str
+    size: tuple[int, int]
+    threads: int
+    sparsity: float
+    dense_mib: float
+    sparse_mib: float
+    macs_g: float
+    nonzero_macs_g: float
+    dense_ms: float
+    sparse_ms: float
+    sparse_layers: int
+    layers: int
+    max_rel_error: float
+    calibration_s: float
+
+    @property
+    def size_ratio(self) -> float:
+        return self.sparse_mib / self.dense_mib
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.sparse_ms
+
+
+def measure(name: str, sparsity: float, threads: int, args: argparse.Namespace) -> Row:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    height, width = INPUT_SIZES[name]
+    model = magnitude_prune(build_model(name, TASKS).eval(), sparsity)
+    calibrate_batchnorm(model, torch.randn(2, 3, height, width))
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = {
+            fmt: export_model(model, Path(tmp) / f"{fmt}.safetensors", format=fmt).stat().st_size
+            for fmt in ("dense", "sparse")
+        }
+    cost = count_cost(model, (height, width))
+    example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    fast, plan = optimize(model, example, repeats=args.layer_repeats)
+    calibration = time.perf_counter() - start
+    result = compare_end_to_end(model, fast, example, repeats=args.repeats)
+    return Row(
+        model=name,
+        size=(height, width),
+        threads=threads,
+        sparsity=sparsity,
+        dense_mib=sizes["dense"] / 2**20,
+        sparse_mib=sizes["sparse"] / 2**20,
+        macs_g=cost.overall.macs / 1e9,
+        nonzero_macs_g=cost.overall.nonzero_macs / 1e9,
+        dense_ms=result.dense_ms,
+        sparse_ms=result.sparse_ms,
+        sparse_layers=sum(c.kernel != "dense" for c in plan.layers),
+        layers=len(plan.layers),
+        max_rel_error=result.max_rel_error,
+        calibration_s=calibration,
+    )
+
+
+def conditions(args: argparse.Namespace, load_before: tuple, load_after: tuple) -> list[str]:
+    import numba
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        models = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
+        cpu = models[0].split(":", 1)[1].strip() if models else cpu
+    except OSError:
+        pass
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; batch 1; the threads column is the "
+        "thread count of PyTorch and numba.",
+        f"- torch {torch.__version__}, numba {numba.__version__}, "
+        f"Python {platform.python_version()}.",
+        f"- Load average (1, 5, 15 min) before: {load_before}, after: {load_after}. The machine "
+        "was shared with other jobs, so absolute times are noisy; dense and sparse runs are "
+        "interleaved, so their ratio is the figure to read.",
+        f"- End to end: median of {args.repeats} interleaved runs after one warm-up; per layer "
+        f"(kernel choice): fastest of {args.layer_repeats} interleaved runs.",
+    ]
+
+
+def write_markdown(rows: list[Row], command: str, notes: list[str], title: str) -> str:
+    lines = [
+        title,
+        "",
+        "Produced by:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "Sparse models: random initialisation, then every Conv/Linear weight magnitude-pruned to "
+        "the target sparsity (no training; kernels only see where the zeros are), BN statistics "
+        "set from one random batch so that signal reaches the heads. NYUv2 tasks "
+        "(seg 40, normal 3, depth 1). Files: `adapmtl export --format dense|sparse` "
+        "(safetensors; sparse = nonzero values + bitmask). MACs: multiply-accumulates of one "
+        "forward pass (`adapmtl.analysis.count_cost`), nonzero MACs bound the possible speedup. "
+        "Sparse latency: `adapmtl.inference.optimize` (per-layer choice of dense, numba sparse "
+        "direct convolution or CSR by measurement), checked against the dense model's outputs.",
+        "",
+        "Conditions:",
+        "",
+        *notes,
+        "",
+        "| model | input | threads | sparsity | dense file MiB | sparse file MiB | size ratio "
+        "| GMACs dense | GMACs nonzero | dense ms | sparse ms | speedup "
+        "| layers on sparse kernels | max rel. error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.size[0]}x{r.size[1]} | {r.threads} | {100 * r.sparsity:.0f}% "
+            f"| {r.dense_mib:.1f} | {r.sparse_mib:.1f} | {r.size_ratio:.3f} "
+            f"| {r.macs_g:.2f} | {r.nonzero_macs_g:.2f} | {r.dense_ms:.0f} | {r.sparse_ms:.0f} "
+            f"| {r.speedup:.2f}x | {r.sparse_layers}/{r.layers} | {r.max_rel_error:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(INPUT_SIZES))
+    parser.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
+    parser.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layer-repeats", type=int, default=3)
+    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument("--json", help="also write the rows as JSON")
+    parser.add_argument(
+        "--append", action="store_true", help="add a section to the output file, keep the rest"
+    )
+    args = parser.parse_args(argv)
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(INPUT_SIZES))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(INPUT_SIZES)}")
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    load_before = tuple(round(v, 2) for v in os.getloadavg())
+    rows = []
+    for name in names:
+        for threads in thread_counts:
+            for sparsity in sparsities:
+                row = measure(name, sparsity, threads, args)
+                print(json.dumps(row.__dict__ | {"speedup": row.speedup}), flush=True)
+                rows.append(row)
+    load_after = tuple(round(v, 2) for v in os.getloadavg())
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/inference.py " + " ".join(given)
+    output = Path(args.output)
+    title = "## Another run" if args.append else "# Sparse export and CPU inference"
+    text = write_markdown(rows, command.strip(), conditions(args, load_before, load_after), title)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and output.exists():
+        text = output.read_text() + "\n" + text
+    output.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

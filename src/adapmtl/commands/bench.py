@@ -1,0 +1,76 @@
+"""``adapmtl bench``: dense vs sparse-kernel CPU latency, per layer and end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from adapmtl.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "weights",
+        nargs="?",
+        help="weights file: safetensors (plain or exported) or a PyTorch state dict (.pt)",
+    )
+    parser.add_argument("--model", required=True, help="model name, e.g. deeplab_resnet34")
+    parser.add_argument("--tasks", default="seg:40,normal:3,depth:1", help="NAME:CHANNELS,...")
+    parser.add_argument("--input-size", default="321x321", help="HxW (default 321x321)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=10, help="end-to-end runs per model")
+    parser.add_argument("--layer-repeats", type=int, default=5, help="timed runs per layer")
+    parser.add_argument(
+        "--kernels", default="direct,direct-wide,csr", help="sparse kernels to consider"
+    )
+    parser.add_argument(
+        "--prune",
+        type=float,
+        metavar="SPARSITY",
+        help="magnitude-prune every layer to this sparsity first and set BN statistics from a "
+        "random batch (for trying out, no training)",
+    )
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from adapmtl.inference import compare_end_to_end, numba_available, optimize
+    from adapmtl.inference.loading import load_model, parse_size, parse_tasks
+    from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
+
+    if args.weights is None and args.prune is None:
+        raise UserError("give a weights file, or --prune SPARSITY to bench a pruned random model")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected a positive integer")
+        torch.set_num_threads(args.threads)
+    if args.repeats < 1 or args.layer_repeats < 1 or args.batch < 1:
+        raise UserError("--repeats, --layer-repeats and --batch must be positive")
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    height, width = parse_size(args.input_size)
+    model = load_model(args.model, args.weights, parse_tasks(args.tasks))
+    if args.prune is not None:
+        try:
+            magnitude_prune(model, args.prune)
+        except ValueError as err:
+            raise UserError(f"--prune {args.prune}: {err}") from None
+        calibrate_batchnorm(model, torch.randn(2, 3, height, width))
+    if not numba_available():
+        print("numba is not installed: only CSR kernels (1x1 convs, Linear) are tried")
+    example = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    try:
+        fast, plan = optimize(model, example, kernels=kernels, repeats=args.layer_repeats)
+    except ValueError as err:
+        raise UserError(f"--kernels {args.kernels!r}: {err}") from None
+    result = compare_end_to_end(model, fast, example, repeats=args.repeats)
+    print(f"{args.model}, input {args.batch}x3x{height}x{width}, {plan.threads} threads")
+    print(plan)
+    print(result)
+    if args.json:
+        report = {"plan": plan.to_dict(), "end_to_end": result.to_dict(), "args": vars(args)}
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0

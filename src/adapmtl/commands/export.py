@@ -1,0 +1,47 @@
+"""``adapmtl export``: write a model's weights for deployment, as dense or bitmask safetensors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from adapmtl.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "weights",
+        nargs="?",
+        help="weights file: safetensors (plain or exported) or a PyTorch state dict (.pt)",
+    )
+    parser.add_argument("--model", required=True, help="model name, e.g. deeplab_resnet34")
+    parser.add_argument("--tasks", default="seg:40,normal:3,depth:1", help="NAME:CHANNELS,...")
+    parser.add_argument("--format", choices=("dense", "sparse"), default="sparse")
+    parser.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    parser.add_argument(
+        "--prune",
+        type=float,
+        metavar="SPARSITY",
+        help="magnitude-prune every layer to this sparsity first (for trying out, no training)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapmtl.inference.loading import load_model, parse_tasks
+    from adapmtl.inference.pruning import magnitude_prune
+    from adapmtl.sparsity.export import export_model
+
+    if args.weights is None and args.prune is None:
+        raise UserError("give a weights file, or --prune SPARSITY to export a pruned random model")
+    if not args.output.endswith(".safetensors"):
+        raise UserError(f"--output {args.output!r}: expected a .safetensors file name")
+    model = load_model(args.model, args.weights, parse_tasks(args.tasks))
+    if args.prune is not None:
+        try:
+            magnitude_prune(model, args.prune)
+        except ValueError as err:
+            raise UserError(f"--prune {args.prune}: {err}") from None
+    metadata = {"adapmtl.model": args.model, "adapmtl.tasks": args.tasks}
+    path = export_model(model, args.output, format=args.format, metadata=metadata)
+    print(f"wrote {path} ({args.format}, {Path(path).stat().st_size / 2**20:.2f} MiB)")
+    return 0

@@ -1,0 +1,295 @@
+"""Inference-only replacements for Conv2d/Linear layers with sparse (baked) weights.
+
+* :class:`DirectSparseConv2d`: sparse direct convolution (numba kernel, any kernel size, stride,
+  dilation, zero padding and groups). The input is copied once into a zero-padded buffer whose
+  columns are split by stride phase, so every kernel tap reads contiguous input; only the
+  nonzero weights are visited, and kernel rows/columns that fall entirely in the padding are
+  skipped (which also removes the dense kernel's work on padding, large for the ASPP heads'
+  dilations 12-24 on small feature maps).
+* :class:`CSRConv1x1` and :class:`CSRLinear`: ``torch.sparse`` CSR matrix products (1x1 convs with
+  stride 1 and no padding, and Linear layers).
+
+All of them compute in float32 without autograd. Output columns are padded to a multiple of 8
+internally; the returned tensor is a strided view without the padding.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from adapmtl.inference import threads as _threads
+
+TILE_WIDTHS = (32, 16, 8)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def direct_conv_supported(conv: nn.Module) -> str | None:
+    """``None`` if :class:`DirectSparseConv2d` can replace ``conv``, else the reason it cannot."""
+    if type(conv) is not nn.Conv2d:
+        return "not a plain Conv2d"
+    if conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu":
+        return "weights are not float32 on the CPU"
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        return "padding is not explicit zero padding"
+    return None
+
+
+@dataclass
+class DirectGeometry:
+    """Where every nonzero weight reads the packed input, for one input size.
+
+    Packed input layout: ``[N, C, H, stride_w, row_phase]`` float32 with zero padding: input
+    column ``j`` of phase ``q`` holds padded column ``stride_w * j + q``, padded column ``pc`` =
+    original column ``pc - left``. Output column ``c`` of tap ``kw`` reads padded column
+    ``stride_w * c + kw * dilation_w - padding_w + left``.
+    """
+
+    out_h: int
+    out_w: int
+    out_stride: int
+    left: int
+    padded_w: int
+    plane: int
+    ptr: np.ndarray
+    offs: np.ndarray
+    vals: np.ndarray
+    row_base: np.ndarray
+    kh_lo: np.ndarray
+    kh_hi: np.ndarray
+    tile_col: np.ndarray
+    tile_width: np.ndarray
+    kw_lo: np.ndarray
+    kw_hi: np.ndarray
+
+    @classmethod
+    def build(cls, conv: nn.Conv2d, height: int, width: int, block: int) -> DirectGeometry:
+        weight = conv.weight.detach()
+        out_channels, group_in, kernel_h, kernel_w = weight.shape
+        sh, sw = _pair(conv.stride)
+        dh, dw = _pair(conv.dilation)
+        ph, pw = _pair(conv.padding)
+        out_h = (height + 2 * ph - dh * (kernel_h - 1) - 1) // sh + 1
+        out_w = (width + 2 * pw - dw * (kernel_w - 1) - 1) // sw + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"input {height}x{width} is too small for {conv}")
+        out_stride = -(-out_w // 8) * 8
+        left = -(-pw // sw) * sw
+        reach = (kernel_w - 1) * dw - pw + left  # largest padded-column offset of a tap
+        padded_w = max(left + width + pw, sw * (out_stride - 1) + reach + 1)
+        padded_w = -(-padded_w // sw) * sw
+        phase_w = padded_w // sw
+        plane = height * padded_w
+        row_stride = conv.in_channels * padded_w
+
+        blocks = -(-group_in // block)
+        padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
+        # nonzeros ordered by (output channel, input block, kh, kw, input channel)
+        ordered = padded.reshape(out_channels, blocks, block, kernel_h, kernel_w)
+        ordered = ordered.permute(0, 1, 3, 4, 2)
+        nonzero = ordered != 0
+        counts = nonzero.sum(-1).reshape(out_channels * blocks, kernel_h * kernel_w).numpy()
+        ptr = np.zeros((out_channels * blocks, kernel_h * kernel_w + 1), np.int64)
+        np.cumsum(counts, axis=1, out=ptr[:, 1:])
+        ptr += np.concatenate([[0], np.cumsum(ptr[:, -1])[:-1]])[:, None]
+        oc, b, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
+        vals = ordered[nonzero].numpy().astype(np.float32)
+        channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
+        column = kw * dw - pw + left
+        offs = kh * dh * row_stride + channel * padded_w + (column % sw) * phase_w + column // sw
+
+        rows = np.arange(out_h)
+        in_rows = sh * rows[:, None] + np.arange(kernel_h)[None, :] * dh - ph
+        kh_lo, kh_hi = _valid_range((in_rows >= 0) & (in_rows < height))
+
+        tiles = []
+        col = 0
+        while col < out_stride:
+            tile = next(w for w in TILE_WIDTHS if out_stride - col >= w)
+            tiles.append((col, tile))
+            col += tile
+        tile_col = np.array([c for c, _ in tiles], np.int64)
+        tile_width = np.array([w for _, w in tiles], np.int64)
+        first = sw * tile_col
+        last = sw * np.minimum(tile_col + tile_width, out_w) - sw
+        taps = np.arange(kernel_w)[None, :] * dw - pw
+        inside = (first[:, None] + taps <= width - 1) & (last[:, None] + taps >= 0)
+        kw_lo, kw_hi = _valid_range(inside)
+
+        return cls(
+            out_h=out_h,
+            out_w=out_w,
+            out_stride=out_stride,
+            left=left,
+            padded_w=padded_w,
+            plane=plane,
+            ptr=ptr.reshape(out_channels, blocks, -1),
+            offs=offs,
+            vals=vals,
+            row_base=((sh * rows - ph) * row_stride).astype(np.int64),
+            kh_lo=kh_lo,
+            kh_hi=kh_hi,
+            tile_col=tile_col,
+            tile_width=tile_width,
+            kw_lo=kw_lo,
+            kw_hi=kw_hi,
+        )
+
+
+def _valid_range(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last True index per row of a boolean matrix whose True entries are
+    contiguous in each row ((0, 0) for rows without any)."""
+    anyok = ok.any(1)
+    lo = np.where(anyok, ok.argmax(1), 0)
+    hi = np.where(anyok, ok.shape[1] - ok[:, ::-1].argmax(1), 0)
+    return lo.astype(np.int64), hi.astype(np.int64)
+
+
+def _balanced_bounds(ptr: np.ndarray, chunks: int) -> np.ndarray:
+    """Split output channels into ``chunks`` contiguous ranges of about equal nonzero counts."""
+    per_channel = ptr[:, -1, -1] - ptr[:, 0, 0]
+    cumulative = np.concatenate([[0], np.cumsum(per_channel)])
+    targets = cumulative[-1] * np.arange(1, chunks) / chunks
+    inner = np.searchsorted(cumulative, targets)
+    return np.unique(np.concatenate([[0], inner, [len(per_channel)]])).astype(np.int64)
+
+
+class DirectSparseConv2d(nn.Module):
+    """Sparse direct convolution replacing ``conv`` (numba kernel; see module docstring).
+
+    ``block``: input channels per block; nonzeros are visited block by block for every output
+    channel of a row, which keeps the input rows of one block in cache.
+    """
+
+    def __init__(self, conv: nn.Conv2d, block: int = 64) -> None:
+        super().__init__()
+        reason = direct_conv_supported(conv)
+        if reason:
+            raise ValueError(f"cannot use a sparse direct convolution for {conv}: {reason}")
+        from adapmtl.inference import _kernels  # numba is optional: import on use
+
+        self._kernel = _kernels.sparse_conv
+        self.conv = conv
+        self.block = min(block, conv.in_channels // conv.groups)
+        self.flatten = (
+            conv.kernel_size == (1, 1)
+            and _pair(conv.stride) == (1, 1)
+            and _pair(conv.padding) == (0, 0)
+        )
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self._bias = bias.detach().float().numpy().copy()
+        self._geometries: dict[tuple[int, int], DirectGeometry] = {}
+        self._bounds: dict[tuple[int, int, int], np.ndarray] = {}
+        # packed-input buffers by (thread, input shape): their padding stays zero and the
+        # interior is overwritten on every call, so a buffer is allocated (and page-faulted in)
+        # once instead of on every call
+        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def geometry(self, height: int, width: int) -> DirectGeometry:
+        key = (height, width)
+        if key not in self._geometries:
+            self._geometries[key] = DirectGeometry.build(self.conv, height, width, self.block)
+        return self._geometries[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        batch, channels, height, width = x.shape
+        if self.flatten:  # a 1x1 conv is one row of H*W columns: long tiles, no padding
+            x = x.reshape(batch, channels, 1, height * width)
+        geo = self.geometry(x.shape[2], x.shape[3])
+        sw = _pair(self.conv.stride)[1]
+        key = (threading.get_ident(), *x.shape)
+        if key not in self._buffers:
+            self._buffers[key] = torch.zeros(batch * channels * geo.plane + 2 * geo.padded_w + 64)
+        packed = self._buffers[key]
+        interior = packed[: batch * channels * geo.plane]
+        view = interior.view(batch, x.shape[2], channels, sw, geo.padded_w // sw)
+        rows = x.transpose(1, 2)
+        if sw == 1:
+            view[..., 0, geo.left : geo.left + x.shape[3]].copy_(rows)
+        else:
+            padded = F.pad(rows, (geo.left, geo.padded_w - geo.left - x.shape[3]))
+            view.copy_(padded.reshape(*padded.shape[:3], -1, sw).transpose(3, 4))
+        out_channels = self.conv.out_channels
+        out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
+        threads = _threads.sync()
+        split = (x.shape[2], x.shape[3], threads)
+        if split not in self._bounds:
+            self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
+        self._kernel(
+            packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
+            geo.row_base, geo.kh_lo, geo.kh_hi, geo.tile_col, geo.tile_width, geo.kw_lo,
+            geo.kw_hi, self.conv.kernel_size[1], geo.out_h, geo.out_stride, out.numpy(),
+            self._bounds[split],
+        )  # fmt: skip
+        _threads.restore(threads)
+        result = out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
+        if self.flatten:
+            return result.view(batch, out_channels, height, width)
+        return result
+
+    def extra_repr(self) -> str:
+        return f"{self.conv}, block={self.block}"
+
+
+def _csr(weight: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support", category=UserWarning)
+        return weight.detach().reshape(weight.shape[0], -1).float().to_sparse_csr()
+
+
+class CSRConv1x1(nn.Module):
+    """1x1 convolution (stride 1, no padding, no groups) as a CSR x dense matrix product."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not csr_conv_supported(conv):
+            raise ValueError(f"{conv} is not a 1x1 conv with stride 1, no padding and no groups")
+        self.out_channels = conv.out_channels
+        self.weight = _csr(conv.weight)
+        self.bias = None if conv.bias is None else conv.bias.detach().float().reshape(-1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        outs = []
+        for sample in x.detach().reshape(batch, channels, height * width):
+            y = self.weight @ sample
+            outs.append(y if self.bias is None else y + self.bias)
+        return torch.stack(outs).view(batch, self.out_channels, height, width)
+
+
+def csr_conv_supported(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and _pair(conv.stride) == (1, 1)
+        and not isinstance(conv.padding, str)
+        and _pair(conv.padding) == (0, 0)
+        and conv.groups == 1
+        and conv.weight.dtype == torch.float32
+    )
+
+
+class CSRLinear(nn.Module):
+    """Linear layer as a CSR x dense product: ``y = (W_csr @ x^T)^T + b``."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = _csr(linear.weight)
+        self.bias = None if linear.bias is None else linear.bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.detach().reshape(-1, x.shape[-1])
+        y = (self.weight @ flat.T).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], -1)
