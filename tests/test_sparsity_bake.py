@@ -143,3 +143,17 @@ def test_load_dense_state_dict_mismatch_is_a_clear_error_and_loads_nothing(edit,
     with pytest.raises(ValueError, match=message):
         load_dense_state_dict(model, state)
     assert _unchanged(model, snapshot)
+
+
+def test_baking_a_deep_copy_leaves_the_original_working():
+    import copy
+
+    model = sparsify(conv_mtl(), init=-4.0)
+    x = torch.randn(2, 3, 8, 8)
+    before = {k: v.detach().clone() for k, v in model(x).items()}
+    baked = bake(copy.deepcopy(model))
+    after = model(x)
+    for task, value in before.items():
+        assert torch.equal(after[task], value)
+        assert torch.equal(baked(x)[task], value)
+    assert is_sparsified(model)

@@ -71,6 +71,11 @@ def bake(model: nn.Module) -> nn.Module:
     shrunk by the threshold, sign(W)(|W| - a), not W * mask). Afterwards the model is a plain
     PyTorch model with plain ``state_dict`` keys and no thresholds."""
     for _, module, _ in sparse_layers(model):
+        # copy.deepcopy shares parametrize's generated class between a model and its copy, and
+        # removing a parametrization deletes the property from that class: give this module a
+        # class of its own first, so baking a copy leaves the original intact.
+        shared = type(module)
+        module.__class__ = type(shared.__name__, shared.__bases__, dict(shared.__dict__))
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     if hasattr(model, THRESHOLDS_ATTR):
         delattr(model, THRESHOLDS_ATTR)
