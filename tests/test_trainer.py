@@ -78,6 +78,13 @@ def test_cli_train_eval_report(tiny_settings, tmp_path, capsys):
     assert main(["report", str(run / "last.pt"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert abs(report["overall"]["sparsity"] - 0.5) <= 0.005
+    assert main(["report", str(run / "last.pt"), "--cost", "--input-size", "32x32", "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["overall"]
+    # the cost counter sees the same pruned weights as the sparsity report
+    assert (
+        cost["prunable"] - cost["nonzero_prunable"]
+        == report["overall"]["total"] - report["overall"]["nonzero"]
+    )
     reference = tmp_path / "ref.json"
     results = json.loads((run / "results.json").read_text())
     # the run's own metrics as the reference (Delta_T needs non-zero reference values)
