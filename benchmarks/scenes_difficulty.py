@@ -180,6 +180,9 @@ def train(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if (step + 1) % 100 == 0:
+            elapsed = time.perf_counter() - start
+            print(f"step {step + 1}/{steps} loss {loss.item():.3f} {elapsed:.0f}s", file=sys.stderr)
     return time.perf_counter() - start
 
 
