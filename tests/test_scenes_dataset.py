@@ -52,6 +52,24 @@ def test_same_seed_same_bytes_in_any_order() -> None:
     assert forward == backward
 
 
+def test_cache_returns_the_same_samples_without_rendering_again(monkeypatch) -> None:
+    plain = ScenesDataset(3, size=(12, 20), seed=6, augment=True)
+    cached = ScenesDataset(3, size=(12, 20), seed=6, augment=True, cache=True)
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(3):
+            assert sample_bytes(cached[i]) == sample_bytes(plain[i])
+        if epoch == 0:
+
+            def no_render(index: int):
+                raise AssertionError("rendered again")
+
+            monkeypatch.setattr(cached, "render", no_render)
+    _, targets = cached[0]
+    assert targets["seg"].dtype == torch.int64 and targets["edge"].dtype == torch.float32
+
+
 def test_different_seeds_splits_and_indices_give_different_scenes() -> None:
     def rgb(seed: int, split: str, index: int) -> np.ndarray:
         return ScenesDataset(4, size=(20, 20), seed=seed, split=split).render(index).rgb

@@ -1,9 +1,9 @@
 """The dataset registry: ``build_dataset(name, split, tasks, **kwargs)``.
 
-Names: ``scenes`` (kwargs n, size, seed, augment), ``nyuv2_adashare`` (root, size, augment, seed,
-normal_decoding, num_classes, listing), ``nyuv2_mtan`` (root, size, augment, seed, num_classes),
-``taskonomy`` (root, size, augment, seed, load_size, unlabelled, path_template, listing,
-num_classes). ``tasks=None`` selects every task the dataset provides.
+Names and options: ``scenes`` (n, size, seed, augment, cache), ``nyuv2_adashare`` (root, size,
+augment, seed, normal_decoding, num_classes, listing), ``nyuv2_mtan`` (root, size, augment, seed,
+num_classes), ``taskonomy`` (root, size, augment, seed, load_size, unlabelled, path_template,
+listing, num_classes). ``tasks=None`` selects every task the dataset provides.
 """
 
 from __future__ import annotations

@@ -313,19 +313,25 @@ class Placed:
         centre, radius = self.shape.bounding_sphere()
         return self.rotation @ centre + self.position, radius
 
-    def may_hit(self, origin: np.ndarray, unit_directions: np.ndarray) -> np.ndarray:
-        """Cheap pre-test for rays from one ``origin`` with unit directions [P, 3]: the rays
-        within the cone that the bounding sphere subtends (all rays if the origin is inside)."""
-        centre, radius = self.bounds
-        to_centre = centre - origin
-        distance = float(np.linalg.norm(to_centre))
-        if distance <= radius:
-            return np.ones(len(unit_directions), dtype=bool)
-        cos_half_angle = np.sqrt(1.0 - (radius / distance) ** 2)
-        return unit_directions @ (to_centre / distance) >= cos_half_angle
-
     def world_vertices(self) -> np.ndarray:
         return self.shape.vertices() @ self.rotation.T + self.position
+
+
+def candidate_rays(
+    origin: np.ndarray, unit_directions: np.ndarray, objects: list[Placed]
+) -> np.ndarray:
+    """Cheap pre-test for rays from one ``origin`` with unit directions [P, 3]: ``[P, N]``,
+    True for the rays within the cone that object n's bounding sphere subtends (every ray when
+    the origin is inside the sphere). One matrix product for all objects."""
+    if not objects:
+        return np.zeros((len(unit_directions), 0), dtype=bool)
+    centres = np.stack([obj.bounds[0] for obj in objects])
+    radii = np.array([obj.bounds[1] for obj in objects])
+    to_centre = centres - origin
+    distance = np.sqrt(np.einsum("nc,nc->n", to_centre, to_centre))
+    inside = distance <= radii
+    cos_half_angle = np.where(inside, -2.0, np.sqrt(np.clip(1.0 - (radii / distance) ** 2, 0, 1)))
+    return unit_directions @ (to_centre / distance[:, None]).T >= cos_half_angle
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapmtl.data.scenes.geometry import Placed
+from adapmtl.data.scenes.geometry import Placed, candidate_rays
 from adapmtl.data.scenes.layout import ROOM_SURFACE_CLASSES, Scene
 from adapmtl.data.scenes.shading import albedo, camera_response, irradiance
 
@@ -58,10 +58,10 @@ def cast(
     """Nearest hit of rays from ``origin`` (inside the room): ``(t, world normal, instance)``."""
     t, normal, instance = scene.room.intersect(origin, directions)
     unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    for k, obj in enumerate(scene.objects):
-        candidates = np.flatnonzero(obj.may_hit(origin, unit))
-        if candidates.size == 0:
-            continue
+    may_hit = candidate_rays(origin, unit, scene.objects)
+    for k in np.flatnonzero(may_hit.any(axis=0)):
+        obj = scene.objects[k]
+        candidates = np.flatnonzero(may_hit[:, k])
         t_obj, n_obj = obj.intersect(origin, directions[candidates])
         closer = t_obj < t[candidates]
         hit = candidates[closer]

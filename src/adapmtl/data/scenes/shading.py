@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapmtl.data.scenes.geometry import Placed
+from adapmtl.data.scenes.geometry import Placed, candidate_rays
 from adapmtl.data.scenes.layout import Light, Material
 
 _SHADOW_SLACK = 1e-5
@@ -18,20 +18,22 @@ _LATTICE = 16  # the noise lattice repeats every 16 cells (several metres: not v
 def value_noise(points: np.ndarray, seed: int) -> np.ndarray:
     """Smooth 3D value noise in [0, 1]: trilinear interpolation (smoothstep weights) of random
     values on the integer lattice, drawn from ``seed``."""
-    table = np.random.default_rng(seed).random((_LATTICE,) * 3)
+    table = np.random.default_rng(seed).random(_LATTICE**3)
     base = np.floor(points)
     frac = points - base
     w = frac * frac * (3 - 2 * frac)
     cell = base.astype(np.int64)
-    lo = cell & (_LATTICE - 1)  # modulo for a power of two, also for negative coordinates
-    hi = (cell + 1) & (_LATTICE - 1)
+    mask = _LATTICE - 1  # modulo for a power of two, also for negative coordinates
+    lo, hi = cell & mask, (cell + 1) & mask
+    # Flat table index = (x * L + y) * L + z.
+    xs = ((lo[:, 0] * _LATTICE, 1 - w[:, 0]), (hi[:, 0] * _LATTICE, w[:, 0]))
+    ys = ((lo[:, 1], 1 - w[:, 1]), (hi[:, 1], w[:, 1]))
+    z_lo, z_hi, wz = lo[:, 2], hi[:, 2], w[:, 2]
     result = np.zeros(len(points))
-    for x, wx in ((lo[:, 0], 1 - w[:, 0]), (hi[:, 0], w[:, 0])):
-        for y, wy in ((lo[:, 1], 1 - w[:, 1]), (hi[:, 1], w[:, 1])):
-            wxy = wx * wy
-            result += wxy * (
-                (1 - w[:, 2]) * table[x, y, lo[:, 2]] + w[:, 2] * table[x, y, hi[:, 2]]
-            )
+    for x, wx in xs:
+        for y, wy in ys:
+            row = (x + y) * _LATTICE
+            result += wx * wy * (table[row + z_lo] + wz * (table[row + z_hi] - table[row + z_lo]))
     return result
 
 
@@ -62,10 +64,11 @@ def in_shadow(points: np.ndarray, light: Light, objects: list[Placed]) -> np.nda
     directions = points - light.position
     unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
     blocked = np.zeros(len(points), dtype=bool)
-    for obj in objects:
-        candidates = np.flatnonzero(obj.may_hit(light.position, unit) & ~blocked)
+    may_hit = candidate_rays(light.position, unit, objects)
+    for k in np.flatnonzero(may_hit.any(axis=0)):
+        candidates = np.flatnonzero(may_hit[:, k] & ~blocked)
         if candidates.size:
-            t, _ = obj.intersect(light.position, directions[candidates])
+            t, _ = objects[k].intersect(light.position, directions[candidates])
             blocked[candidates[t < 1.0 - _SHADOW_SLACK]] = True
     return blocked
 
