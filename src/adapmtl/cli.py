@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
     "compare": "Train a suite of methods side by side and write the paper-style table and plots",
     "sensitivity": "Magnitude-prune one component of a checkpoint over a sweep, evaluate all tasks",
+    "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
 }
 
 

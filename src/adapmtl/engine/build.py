@@ -53,6 +53,8 @@ def build_model(config: Config, tasks: dict[str, Any]) -> nn.Module:
         )
     except KeyError as err:
         raise UserError(f"model.name: {err.args[0]}") from None
+    except UserError as err:
+        raise UserError(f"model: {err}") from None
     except TypeError as err:
         raise UserError(f"model.options: {err}") from None
 

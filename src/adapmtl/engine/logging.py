@@ -17,10 +17,16 @@ def _interactive() -> bool:
 
 
 class RunLogger:
-    """Writes ``log.jsonl`` in the run directory; mirrors scalars to TensorBoard if available."""
+    """Writes ``log.jsonl`` in the run directory; mirrors scalars to TensorBoard if available.
 
-    def __init__(self, run_dir: Path, total: int, start: int = 0, enabled: bool = True) -> None:
+    ``enabled=False`` writes nothing (processes other than rank 0); ``console=False`` keeps the
+    files but prints nothing."""
+
+    def __init__(
+        self, run_dir: Path, total: int, start: int = 0, enabled: bool = True, console: bool = True
+    ) -> None:
         self.enabled = enabled
+        self.console = enabled and console
         self.path = run_dir / "log.jsonl"
         self.tensorboard = None
         self.bar = None
@@ -32,7 +38,7 @@ class RunLogger:
             self.tensorboard = SummaryWriter(str(run_dir / "tb"))
         except ImportError:
             self.tensorboard = None
-        if _interactive():
+        if self.console and _interactive():
             self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc="train")
 
     def log(self, iteration: int, scalars: dict[str, Any], kind: str = "train") -> None:
@@ -47,7 +53,7 @@ class RunLogger:
                     self.tensorboard.add_scalar(f"{kind}/{key}", value, iteration)
 
     def progress(self, iteration: int, text: str) -> None:
-        if not self.enabled:
+        if not self.console:
             return
         if self.bar is not None:
             self.bar.n = iteration
@@ -56,7 +62,7 @@ class RunLogger:
             print(f"[{iteration}] {text}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
-        if not self.enabled:
+        if not self.console:
             return
         if self.bar is not None:
             self.bar.write(text)

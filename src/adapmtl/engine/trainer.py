@@ -163,7 +163,7 @@ class Trainer:
             prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite)
             self._write_run_files()
         self.logger = RunLogger(
-            self.run_dir, config.train.iterations, self.iteration, enabled=verbose
+            self.run_dir, config.train.iterations, self.iteration, console=verbose
         )
         self.context = TrainingContext(
             model=self.model,
@@ -230,13 +230,16 @@ class Trainer:
     def _loader(
         self, dataset: Any, sampler: Any = None, batch_size: int | None = None
     ) -> DataLoader:
+        # A loader of its own generator: creating an iterator must not draw from the global RNG,
+        # or a resumed run's dropout would differ from an uninterrupted run's.
+        generator = torch.Generator().manual_seed(self.config.train.seed)
+        workers = self.config.data.num_workers
+        if sampler is not None:
+            return DataLoader(
+                dataset, batch_sampler=sampler, num_workers=workers, generator=generator
+            )
         return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            batch_size=None if sampler is not None else batch_size,
-            shuffle=False,
-            num_workers=self.config.data.num_workers,
-            persistent_workers=False,
+            dataset, batch_size=batch_size, shuffle=False, num_workers=workers, generator=generator
         )
 
     def _train_batches(self) -> Iterator[Any]:
@@ -297,9 +300,9 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
-        scalars = {f"loss/{name}": float(value) for name, value in losses.items()}
+        scalars = {f"loss/{name}": float(value.detach()) for name, value in losses.items()}
         scalars.update({f"weight/{n}": float(w) for n, w in zip(self.tasks, weights, strict=True)})
-        scalars["loss/total"] = float(total)
+        scalars["loss/total"] = float(total.detach())
         return scalars
 
     def fit(self) -> dict[str, Any]:
