@@ -1,7 +1,7 @@
 """Method comparisons on one training loop (paper Tables 1-3, 5 and Figure 4): a *suite* is a
 base config, a list of runs that override it (method and anything else), seeds and optional
 target sparsities. :func:`run_suite` trains every run with the trainer, the dense run of each seed
-first (its ``results.json`` is the Delta_T reference of that seed's other runs), skipping finished
+first (its final metrics are the Delta_T reference of that seed's other runs), skipping finished
 runs and resuming interrupted ones; :func:`collect` and :func:`aggregate` turn the run directories
 into per-seed rows and mean/spread rows; :func:`write_outputs` writes the tables and plots.
 
@@ -20,7 +20,10 @@ Suite file (YAML)::
         label: LTH
         method: {name: lth, options: {dense_checkpoint: "{dense}/last.pt"}}
 
-``{dense}`` in a string value is replaced by the same seed's dense run directory.
+``{dense}`` in a string value is replaced by the same seed's dense run directory. A run's
+``method`` and ``config`` are merged into the base config key by key, except that a section whose
+``name`` the run changes (e.g. ``weighting: {name: equal}``) does not inherit the base's options
+for that section (``options``, ``train_options``, ``val_options``): they belong to the old name.
 """
 
 from __future__ import annotations
@@ -186,6 +189,24 @@ def _substitute(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
+OPTION_KEYS = ("options", "train_options", "val_options")
+
+
+def merge_run(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge a run's overrides into the base config (see the module docstring)."""
+    base = dict(base)
+    for section, value in overrides.items():
+        current = base.get(section)
+        if (
+            isinstance(value, dict)
+            and isinstance(current, dict)
+            and "name" in value
+            and value["name"] != current.get("name")
+        ):
+            base[section] = {k: v for k, v in current.items() if k not in OPTION_KEYS}
+    return _merge(base, overrides)
+
+
 def _percent(target: float) -> str:
     text = f"{100 * target:.2f}".rstrip("0").rstrip(".")
     return text
@@ -211,14 +232,10 @@ def plan(suite: Suite, out: Path) -> list[PlannedRun]:
                 if target is not None and len(suite.targets or []) > 1:
                     run_id = f"{run.name}@{_percent(target)}"
                     label = f"{run.label} @{_percent(target)}%"
-                settings = _merge(suite.base, run.config)
-                settings = _merge(settings, {"method": run.method})
+                settings = merge_run(suite.base, {**run.config, "method": run.method})
                 if target is not None:
                     settings["method"]["target"] = target
                 settings = _merge(settings, {"train": {"seed": seed}})
-                if not dense_method:
-                    reference = str((dense_dir / "results.json").resolve())
-                    settings = _merge(settings, {"eval": {"reference": reference}})
                 settings = _substitute(settings, {"dense": str(dense_dir.resolve())})
                 try:
                     config = from_dict(settings)
@@ -267,6 +284,7 @@ def run_suite(
     verbose: bool = False,
 ) -> list[PlannedRun]:
     """Train every run of the suite that has not finished; returns the plan."""
+    from adapmtl.engine.evaluate import normalised_score
     from adapmtl.engine.trainer import Trainer
 
     planned = plan(suite, out)
@@ -288,8 +306,16 @@ def run_suite(
         results = trainer.fit()
         minutes = (time.perf_counter() - started) / 60
         summary = f"{where}: done in {minutes:.1f} min"
-        if "delta_t" in results:
-            summary += f", ΔT {results['delta_t']['overall']:+.2f}"
+        dense_results = p.run_dir.parent / suite.dense.name / "results.json"
+        if not p.is_dense and "metrics" in results and dense_results.is_file():
+            reference = json.loads(dense_results.read_text()).get("metrics", {})
+            try:
+                score = normalised_score(
+                    results["metrics"], reference, trainer.tasks, p.config.eval.delta_reduce
+                )
+                summary += f", ΔT {score['overall']:+.2f}"
+            except UserError as err:
+                summary += f", ΔT undefined ({err})"
         if "sparsity" in results:
             summary += f", sparsity {100 * results['sparsity']['overall']['sparsity']:.2f}%"
         log(summary)
@@ -332,9 +358,12 @@ def collect(suite: Suite, out: Path) -> tuple[list[Row], list[str]]:
             )
         if p.is_dense:
             dense_metrics[p.seed] = results["metrics"]
-        score = normalised_score(
-            results["metrics"], dense_metrics[p.seed], tasks, p.config.eval.delta_reduce
-        )
+        try:
+            score = normalised_score(
+                results["metrics"], dense_metrics[p.seed], tasks, p.config.eval.delta_reduce
+            )
+        except UserError as err:
+            raise UserError(f"{p.run_dir} (seed {p.seed}, {p.run_id}): {err}") from None
         sparsity: dict[str, float] = {}
         if "sparsity" in results:
             sparsity["overall"] = results["sparsity"]["overall"]["sparsity"]

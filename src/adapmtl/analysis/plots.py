@@ -131,3 +131,31 @@ def plot_delta_t_vs_sparsity(aggregates: list[Any], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, plt, out)
+
+
+def plot_sensitivity(points: list[Any], component: str, tasks: list[str], out: Path) -> Path:
+    """Delta_T of every task (and overall) against the sparsity of one pruned component
+    (paper Figure 5 / supplement Figure 1). ``points`` are
+    :class:`adapmtl.analysis.sensitivity.SensitivityPoint`."""
+    plt = _pyplot()
+    mine = sorted((p for p in points if p.component == component), key=lambda p: p.level)
+    measured = "heads" if component == "heads" else component
+    xs = [100 * _component_sparsity(p, measured, tasks) for p in mine]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for task in tasks:
+        ax.plot(xs, [p.delta_t["per_task"][task] for p in mine], marker="o", label=f"ΔT {task}")
+    ax.plot(
+        xs, [p.delta_t["overall"] for p in mine], marker="s", color="black", linewidth=2, label="ΔT"
+    )
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel(f"sparsity of {component} (%)")
+    ax.set_ylabel("ΔT (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def _component_sparsity(point: Any, component: str, tasks: list[str]) -> float:
+    if component != "heads":
+        return point.sparsity[component]
+    return sum(point.sparsity[t] for t in tasks) / len(tasks)

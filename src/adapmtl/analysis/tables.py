@@ -68,7 +68,7 @@ def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -107,7 +107,7 @@ def aggregate_csv(aggregates: list[Any], tasks: list[str]) -> str:
             stat = agg.sparsity.get(key)
             row += ["", ""] if stat is None else [stat.mean, _none(stat.std)]
         rows.append(row)
-    return _csv(header, rows)
+    return csv_text(header, rows)
 
 
 def per_seed_csv(rows: list[Any], tasks: list[str]) -> str:
@@ -127,4 +127,4 @@ def per_seed_csv(rows: list[Any], tasks: list[str]) -> str:
         line += [r.delta_t["per_task"][t] for t in tasks] + [r.delta_t["overall"]]
         line += [r.sparsity.get(k, "") for k in sparsity_keys]
         out.append(line)
-    return _csv(header, out)
+    return csv_text(header, out)
