@@ -28,6 +28,7 @@ for that section (``options``, ``train_options``, ``val_options``): they belong 
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -193,8 +194,9 @@ OPTION_KEYS = ("options", "train_options", "val_options")
 
 
 def merge_run(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge a run's overrides into the base config (see the module docstring)."""
-    base = dict(base)
+    """Merge a run's overrides into the base config (see the module docstring); the inputs are
+    not modified."""
+    base, overrides = copy.deepcopy(base), copy.deepcopy(overrides)
     for section, value in overrides.items():
         current = base.get(section)
         if (
