@@ -38,6 +38,16 @@ DATASETS = {"NYUv2": NYU, "Taskonomy": TASKONOMY}
 BACKBONE_OUT = {"deeplab_resnet34": 512, "mobilenetv2": 1280}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with other
+    processes make these small forwards several times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _within_1pct(value: int, expected: int) -> bool:
     return abs(value - expected) <= 0.01 * expected
 

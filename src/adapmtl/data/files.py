@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,7 @@ def read_png(path: Path, modes: dict[str, str]) -> np.ndarray:
     image_module = _pil_image()
     try:
         with image_module.open(path) as image:
-            if image.mode not in modes:
-                expected = " or ".join(modes.values())
-                raise DataError(f"{str(path)!r}: expected {expected}, got PIL mode {image.mode!r}")
+            check_mode(path, image.mode, modes)
             pixels = np.array(image)
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, DataError):
@@ -108,7 +107,9 @@ def check_shape(
 ) -> None:
     """Check ``shape`` matches one of ``allowed`` (None = any size)."""
     for pattern in allowed:
-        if len(pattern) == len(shape) and all(p is None or p == s for p, s in zip(pattern, shape)):
+        if len(pattern) == len(shape) and all(
+            p is None or p == s for p, s in zip(pattern, shape, strict=True)
+        ):
             return
     expected = " or ".join(
         "[" + ", ".join("*" if p is None else str(p) for p in pattern) + "]" for pattern in allowed
@@ -122,3 +123,44 @@ def check_size(path: Path, size: tuple[int, int], expected: tuple[int, int], wha
             f"{str(path)!r}: {what} is {size[0]}x{size[1]} but the image is "
             f"{expected[0]}x{expected[1]} (H x W)"
         )
+
+
+def check_mode(path: Path, mode: str, modes: dict[str, str]) -> None:
+    """Check a PIL image mode is one of ``modes`` (mode -> description for the message)."""
+    if mode not in modes:
+        expected = " or ".join(modes.values())
+        raise DataError(f"{str(path)!r}: expected {expected}, got PIL mode {mode!r}")
+
+
+def read_split_listing(
+    listing: Path,
+    split: str,
+    columns: Sequence[str],
+    resolve: Callable[[Any, str], Path],
+) -> list[dict[str, Path]]:
+    """Entries of ``split`` in a JSON listing ``{split: [[path per column], ...]}``, each
+    resolved with ``resolve(path, where)``."""
+    content = read_json(listing)
+    where = repr(str(listing))
+    if not isinstance(content, dict):
+        raise DataError(
+            f"{where}: expected a JSON object with split keys, got {type(content).__name__}"
+        )
+    if split not in content:
+        present = ", ".join(map(repr, content)) or "none"
+        raise DataError(f"{where}: no split {split!r}; the listing has {present}")
+    entries = content[split]
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{where}: split {split!r} must be a non-empty list of entries")
+    items = []
+    for i, entry in enumerate(entries):
+        entry_where = f"{where} {split}[{i}]"
+        if not isinstance(entry, list) or len(entry) != len(columns):
+            raise DataError(
+                f"{entry_where}: expected a list of {len(columns)} paths "
+                f"[{', '.join(columns)}], got {entry!r}"
+            )
+        items.append(
+            {c: resolve(path, entry_where) for c, path in zip(columns, entry, strict=True)}
+        )
+    return items

@@ -3,8 +3,8 @@
 * :class:`NYUv2AdaShare` — the AdaShare / DiSparse / TreeMTL / official AdapMTL layout:
   ``<root>/nyu_v2_3task.json`` lists ``[image png, seg png, normal png, depth npy]`` per item,
   40 classes, 255 = ignore.
-* :class:`NYUv2MTAN` — the MTAN / LibMTL layout: ``<root>/<split>/{image,label,depth,normal}/<i>.npy``,
-  13 classes, -1 = ignore (mapped to 255).
+* :class:`NYUv2MTAN` — the MTAN / LibMTL layout:
+  ``<root>/<split>/{image,label,depth,normal}/<i>.npy``, 13 classes, -1 = ignore (mapped to 255).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import torch
 
 from adapmtl.data.errors import DataError, MissingDataError
 from adapmtl.data.files import (
+    check_mode,
     check_root,
     check_shape,
     check_size,
     npy_header,
     png_header,
-    read_json,
     read_npy,
     read_png,
+    read_split_listing,
     resolve_inside,
 )
 from adapmtl.data.reader import ReaderDataset, image_to_tensor
@@ -114,59 +115,25 @@ class NYUv2AdaShare(ReaderDataset):
         self.num_classes = num_classes
         self.root = check_root(root, self.name)
         self.listing = self.root / listing
-        self.items = self._read_listing(split)
+        self.items = read_split_listing(
+            self.listing,
+            split,
+            ADASHARE_COLUMNS,
+            lambda path, where: resolve_inside(self.root, path, where),
+        )
         self._check_first_item()
-
-    def _read_listing(self, split: str) -> list[dict[str, Path]]:
-        content = read_json(self.listing)
-        where = f"{str(self.listing)!r}"
-        if not isinstance(content, dict):
-            raise DataError(
-                f"{where}: expected a JSON object with split keys, got {type(content).__name__}"
-            )
-        if split not in content:
-            raise DataError(
-                f"{where}: no split {split!r}; the listing has {', '.join(map(repr, content)) or 'none'}"
-            )
-        entries = content[split]
-        if not isinstance(entries, list) or not entries:
-            raise DataError(f"{where}: split {split!r} must be a non-empty list of entries")
-        items = []
-        for i, entry in enumerate(entries):
-            entry_where = f"{where} {split}[{i}]"
-            if not isinstance(entry, list) or len(entry) != len(ADASHARE_COLUMNS):
-                raise DataError(
-                    f"{entry_where}: expected a list of 4 paths "
-                    f"[{', '.join(ADASHARE_COLUMNS)}], got {entry!r}"
-                )
-            items.append(
-                {
-                    column: resolve_inside(self.root, path, entry_where)
-                    for column, path in zip(ADASHARE_COLUMNS, entry)
-                }
-            )
-        return items
 
     def _check_first_item(self) -> None:
         item = self.items[0]
         mode, size = png_header(item["image"])
-        if mode not in _RGB_MODES:
-            raise DataError(
-                f"{str(item['image'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}"
-            )
+        check_mode(item["image"], mode, _RGB_MODES)
         if "seg" in self.tasks:
             seg_mode, seg_size = png_header(item["seg"])
-            if seg_mode not in _GREY_MODES:
-                raise DataError(
-                    f"{str(item['seg'])!r}: expected 8-bit greyscale labels, got PIL mode {seg_mode!r}"
-                )
+            check_mode(item["seg"], seg_mode, _GREY_MODES)
             check_size(item["seg"], seg_size, size, "the label map")
         if "normal" in self.tasks:
             normal_mode, normal_size = png_header(item["normal"])
-            if normal_mode not in _RGB_MODES:
-                raise DataError(
-                    f"{str(item['normal'])!r}: expected an 8-bit RGB normal map, got PIL mode {normal_mode!r}"
-                )
+            check_mode(item["normal"], normal_mode, _RGB_MODES)
             check_size(item["normal"], normal_size, size, "the normal map")
         if "depth" in self.tasks:
             shape, dtype = npy_header(item["depth"])

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from adapmtl.data.errors import DataError
-from adapmtl.data.sample import check_tasks
+from adapmtl.data.sample import check_tasks, is_size
 from adapmtl.data.transforms import Sample, generator_for, resize, train_transform
 
 
@@ -39,15 +39,15 @@ class ReaderDataset(Dataset):
     ) -> None:
         self.split = split
         self.tasks = check_tasks(tasks, self.available_tasks, self.name)
-        if size is not None and (
-            len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size)
-        ):
+        if size is not None and not is_size(size, minimum=1):
             raise DataError(f"{self.name}: size must be (H, W) positive integers, got {size!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise DataError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
         if augment and size is None:
             raise DataError(f"{self.name}: augment=True needs a crop size, e.g. size=(321, 321)")
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.augment = augment
-        self.seed = int(seed)
+        self.seed = seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

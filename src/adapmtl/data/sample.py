@@ -25,3 +25,12 @@ def check_tasks(tasks: Iterable[str], available: Iterable[str], dataset: str) ->
     if len(set(tasks)) != len(tasks):
         raise DataError(f"{dataset}: repeated task in {tasks}")
     return tasks
+
+
+def is_size(size: object, minimum: int) -> bool:
+    """Whether ``size`` is an ``(H, W)`` pair of integers >= ``minimum``."""
+    return (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= minimum for s in size)
+    )

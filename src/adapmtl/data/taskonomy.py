@@ -18,18 +18,19 @@ import torch
 
 from adapmtl.data.errors import DataError
 from adapmtl.data.files import (
+    check_mode,
     check_root,
     check_shape,
     check_size,
     png_header,
-    read_json,
     read_npy,
     read_png,
+    read_split_listing,
     resolve_inside,
 )
 from adapmtl.data.nyuv2 import BGR_MEAN
 from adapmtl.data.reader import ReaderDataset, image_to_tensor
-from adapmtl.data.sample import IGNORE_LABEL
+from adapmtl.data.sample import IGNORE_LABEL, is_size
 from adapmtl.data.transforms import Sample, resize
 
 LISTING = "taskonomy.json"
@@ -54,6 +55,13 @@ UNLABELLED = ("ignore", "class0")
 _RGB = {"RGB": "8-bit RGB"}
 _LABELS = {"L": "8-bit greyscale", "P": "8-bit palette"}
 _SIXTEEN_BIT = {"I;16": "16-bit greyscale", "I;16B": "16-bit greyscale", "I": "32-bit integer"}
+_MODES = {
+    "segment_semantic": _LABELS,
+    "normal": _RGB,
+    "depth_zbuffer": _SIXTEEN_BIT,
+    "keypoints2d": _SIXTEEN_BIT,
+    "edge_texture": _SIXTEEN_BIT,
+}
 
 
 def decode_depth_zbuffer(raw: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -113,13 +121,15 @@ class Taskonomy(ReaderDataset):
             raise DataError(
                 f"{self.name}: unlabelled must be one of {UNLABELLED}, got {unlabelled!r}"
             )
+        if load_size is not None and not is_size(load_size, minimum=1):
+            raise DataError(f"{self.name}: load_size must be (H, W) or None, got {load_size!r}")
         self.unlabelled = unlabelled
-        self.load_size = None if load_size is None else (int(load_size[0]), int(load_size[1]))
+        self.load_size = None if load_size is None else (load_size[0], load_size[1])
         self.num_classes = num_classes
         self.path_template = path_template
         self.root = check_root(root, self.name)
         self.listing = self.root / listing
-        self.items = self._read_listing(split)
+        self.items = read_split_listing(self.listing, split, COLUMNS, self._resolve)
         self._check_first_item()
 
     def _resolve(self, path: str, where: str) -> Path:
@@ -143,30 +153,6 @@ class Taskonomy(ReaderDataset):
             ) from err
         return resolve_inside(self.root, relative, where)
 
-    def _read_listing(self, split: str) -> list[dict[str, Path]]:
-        content = read_json(self.listing)
-        where = f"{str(self.listing)!r}"
-        if not isinstance(content, dict):
-            raise DataError(
-                f"{where}: expected a JSON object with split keys, got {type(content).__name__}"
-            )
-        if split not in content:
-            raise DataError(
-                f"{where}: no split {split!r}; the listing has {', '.join(map(repr, content)) or 'none'}"
-            )
-        entries = content[split]
-        if not isinstance(entries, list) or not entries:
-            raise DataError(f"{where}: split {split!r} must be a non-empty list of entries")
-        items = []
-        for i, entry in enumerate(entries):
-            entry_where = f"{where} {split}[{i}]"
-            if not isinstance(entry, list) or len(entry) != len(COLUMNS):
-                raise DataError(
-                    f"{entry_where}: expected a list of 6 paths [{', '.join(COLUMNS)}], got {entry!r}"
-                )
-            items.append({c: self._resolve(p, entry_where) for c, p in zip(COLUMNS, entry)})
-        return items
-
     def _needed_columns(self) -> list[str]:
         columns = [COLUMN_OF_TASK[task] for task in self.tasks]
         if "normal" in self.tasks and "depth_zbuffer" not in columns:
@@ -176,24 +162,10 @@ class Taskonomy(ReaderDataset):
     def _check_first_item(self) -> None:
         item = self.items[0]
         mode, size = png_header(item["rgb"])
-        if mode not in _RGB:
-            raise DataError(
-                f"{str(item['rgb'])!r}: expected an 8-bit RGB image, got PIL mode {mode!r}"
-            )
-        expected_modes = {
-            "segment_semantic": _LABELS,
-            "normal": _RGB,
-            "depth_zbuffer": _SIXTEEN_BIT,
-            "keypoints2d": _SIXTEEN_BIT,
-            "edge_texture": _SIXTEEN_BIT,
-        }
+        check_mode(item["rgb"], mode, _RGB)
         for column in self._needed_columns():
             column_mode, column_size = png_header(item[column])
-            if column_mode not in expected_modes[column]:
-                expected = " or ".join(expected_modes[column].values())
-                raise DataError(
-                    f"{str(item[column])!r}: expected {expected}, got PIL mode {column_mode!r}"
-                )
+            check_mode(item[column], column_mode, _MODES[column])
             check_size(item[column], column_size, size, column)
 
     def __len__(self) -> int:
@@ -215,7 +187,7 @@ class Taskonomy(ReaderDataset):
         return torch.from_numpy(weights.astype(np.float32))
 
     def _read(self, item: dict[str, Path], column: str, size: tuple[int, int]) -> np.ndarray:
-        modes = {"segment_semantic": _LABELS, "normal": _RGB}.get(column, _SIXTEEN_BIT)
+        modes = _MODES[column]
         pixels = read_png(item[column], modes)
         check_size(item[column], pixels.shape[:2], size, column)
         if modes is _SIXTEEN_BIT and (pixels.min() < 0 or pixels.max() > 2**16 - 1):

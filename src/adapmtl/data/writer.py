@@ -96,7 +96,7 @@ def _write_taskonomy(root: Path, split: str, index: int, view: SceneRender) -> l
         np.round(view.keypoint * KEYPOINT_CLIP * 2**16).astype(np.uint16),
         np.round(view.edge * EDGE_CLIP * 2**16).astype(np.uint16),
     ]
-    for relative, array in zip(entry, pixels):
+    for relative, array in zip(entry, pixels, strict=True):
         _save_png(base / relative, array)
     return entry
 

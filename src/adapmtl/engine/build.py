@@ -84,8 +84,13 @@ def build_dataset(config: Config, split: str, tasks: dict[str, Any], train: bool
     if config.data.root is not None:
         options["root"] = config.data.root
     try:
-        return build(config.data.name, split=split, tasks=tuple(tasks), **options)
+        dataset = build(config.data.name, split=split, tasks=tuple(tasks), **options)
     except KeyError as err:
         raise UserError(f"data.name: {err.args[0]}") from None
     except TypeError as err:
         raise UserError(f"data.options: {err}") from None
+    if config.data.cache:
+        from adapmtl.data.cache import InMemoryCache
+
+        return InMemoryCache(dataset)
+    return dataset

@@ -102,11 +102,10 @@ def build_model(name: str, tasks: Mapping[str, int], **kwargs: Any) -> MultiTask
     Raises :class:`~adapmtl.errors.UserError` for an unknown name (listing the valid ones), an
     unknown override, or bad task channels.
     """
-    if name not in MODELS:
-        try:
-            MODELS.get(name)
-        except KeyError as err:
-            raise UserError(err.args[0]) from None
+    try:
+        factory = MODELS.get(name)
+    except KeyError as err:
+        raise UserError(err.args[0]) from None
     unknown = sorted(set(kwargs) - set(OVERRIDES))
     if unknown:
         raise UserError(
@@ -114,6 +113,6 @@ def build_model(name: str, tasks: Mapping[str, int], **kwargs: Any) -> MultiTask
         )
     _check_tasks(tasks)
     try:
-        return MODELS.build(name, tasks=tasks, **kwargs)
+        return factory(tasks=tasks, **kwargs)
     except ValueError as err:
         raise UserError(f"model {name!r}: {err}") from None

@@ -96,6 +96,10 @@ def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _dense_key(key: str) -> str:
+    return key[: -len(_ORIGINAL)] + ".weight" if key.endswith(_ORIGINAL) else key
+
+
 def load_dense_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a plain (dense) state dict into a sparsified model: ``<layer>.weight`` goes to the
     layer's stored weight; thresholds and masks keep their current values. Raises ``ValueError``
@@ -107,8 +111,9 @@ def load_dense_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
         remapped[f"{path}{_ORIGINAL}" if path in parametrized else key] = value
     expected = model.state_dict()
     optional = {k for k in expected if k.startswith(THRESHOLDS_ATTR + ".") or k.endswith(_MASK)}
-    missing = sorted(set(expected) - set(remapped) - optional)
-    unexpected = sorted(set(remapped) - set(expected))
+    # Errors name keys as the dense state dict spells them.
+    missing = sorted(_dense_key(k) for k in set(expected) - set(remapped) - optional)
+    unexpected = sorted(_dense_key(k) for k in set(remapped) - set(expected))
     if missing or unexpected:
         raise ValueError(
             "state dict does not fit the model: "
@@ -118,7 +123,7 @@ def load_dense_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     for key, value in remapped.items():
         if expected[key].shape != value.shape:
             raise ValueError(
-                f"state dict entry {key} has shape {tuple(value.shape)}, "
+                f"state dict entry {_dense_key(key)} has shape {tuple(value.shape)}, "
                 f"the model expects {tuple(expected[key].shape)}"
             )
     model.load_state_dict(remapped, strict=False)

@@ -24,22 +24,28 @@ from torch import nn
 class _SoftThreshold(torch.autograd.Function):
     """S(W, a) with the paper's sub-gradients (Eq. 4-5, supplement Eq. 1).
 
-    With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Nothing but the inputs
-    is saved for backward (the mask is recomputed), which keeps training memory at the dense level.
+    With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Forward uses the
+    identity S(W, a) = W - clamp(W, -a, a) (two passes over W instead of five). Only the output S
+    is saved, and the convolution keeps it for its own backward anyway, so training memory stays at
+    the dense level plus the effective weights: B = (S != 0) and sign(W) * B = sign(S).
     """
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weight, alpha)
-        return torch.sign(weight) * torch.relu(weight.abs() - alpha)
+        out = weight - weight.clamp(-alpha, alpha)
+        ctx.save_for_backward(out)
+        ctx.alpha_shape = alpha.shape
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weight, alpha = ctx.saved_tensors
-        active = weight.abs() > alpha
-        grad_weight = grad_out * active
-        grad_alpha = -(grad_weight * torch.sign(weight)).sum().reshape(alpha.shape)
-        return grad_weight, grad_alpha
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        (out,) = ctx.saved_tensors
+        signs = out.sign()
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            grad_alpha = -torch.dot(grad_out.reshape(-1), signs.reshape(-1))
+            grad_alpha = grad_alpha.reshape(ctx.alpha_shape)
+        return signs.abs_().mul_(grad_out), grad_alpha
 
 
 def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -167,11 +167,15 @@ def sparsify(
 
     table: nn.ParameterDict | None = None
     if mode == "soft":
+        groups = sorted({str(layer.group) for layer in layers})
+        missing = [g for g in groups if g not in init] if isinstance(init, Mapping) else []
+        if missing:
+            raise ValueError(f"init has no value for threshold groups {missing} (groups: {groups})")
         table = nn.ParameterDict()
         for layer in layers:
             assert layer.group is not None
             if layer.group not in table:
-                value = init if isinstance(init, (int, float)) else init[layer.group]
+                value = init[layer.group] if isinstance(init, Mapping) else init
                 table[layer.group] = nn.Parameter(torch.tensor(float(value)))
         setattr(model, THRESHOLDS_ATTR, table)
     for layer in layers:

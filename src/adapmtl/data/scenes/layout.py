@@ -7,6 +7,7 @@ resolution, so the same scene can be rendered at any size. :func:`sample_scene` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,9 @@ FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER, CONE, PYRAMID = range(NUM_CLASSES)
 ROOM_SURFACE_CLASSES = (FLOOR, CEILING, WALL, WALL, WALL, WALL)
 
 TEXTURES = ("plain", "stripes", "checker", "noise")
+# Cumulative texture probabilities (objects, room surfaces), in the order of TEXTURES.
+_OBJECT_TEXTURE_CDF = np.cumsum([0.25, 0.25, 0.2, 0.3])[:-1]
+_ROOM_TEXTURE_CDF = np.cumsum([0.3, 0.3, 0.1, 0.3])[:-1]
 
 # Typical hue (degrees), saturation, value per class; instances jitter around them and a
 # fraction of objects gets an arbitrary colour, so colour alone does not give the class.
@@ -122,8 +126,8 @@ def _colour(rng: np.random.Generator, cls: int, objects: bool) -> np.ndarray:
     jitter = 40.0 if objects else 20.0
     return _hsv_to_rgb(
         h + rng.uniform(-jitter, jitter),
-        float(np.clip(s + rng.uniform(-0.2, 0.2), 0.0, 1.0)),
-        float(np.clip(v + rng.uniform(-0.2, 0.15), 0.15, 1.0)),
+        min(max(s + rng.uniform(-0.2, 0.2), 0.0), 1.0),
+        min(max(v + rng.uniform(-0.2, 0.15), 0.15), 1.0),
     )
 
 
@@ -133,14 +137,14 @@ def _material(rng: np.random.Generator, cls: int, objects: bool) -> Material:
         second = _colour(rng, int(rng.integers(NUM_CLASSES)), objects=True)
     else:
         second = colour * rng.uniform(0.4, 0.8)
-    texture_probabilities = [0.25, 0.25, 0.2, 0.3] if objects else [0.3, 0.3, 0.1, 0.3]
+    cumulative = _OBJECT_TEXTURE_CDF if objects else _ROOM_TEXTURE_CDF
     axis = rng.normal(size=3)
     return Material(
         colour=colour,
         second=second,
-        texture=str(rng.choice(TEXTURES, p=texture_probabilities)),
+        texture=TEXTURES[int(np.searchsorted(cumulative, rng.random(), side="right"))],
         frequency=float(rng.uniform(2.0, 8.0) if objects else rng.uniform(1.0, 4.0)),
-        axis=axis / np.linalg.norm(axis),
+        axis=axis / np.sqrt(axis @ axis),
         seed=int(rng.integers(2**31)),
     )
 
@@ -188,7 +192,7 @@ def _place_objects(
                     rng.uniform(radius + margin, room.depth - radius - margin),
                 ]
             )
-            if all(np.linalg.norm(xz - c) > radius + r + 0.05 for c, r in footprints):
+            if all(math.dist(xz, c) > radius + r + 0.05 for c, r in footprints):
                 break
         else:
             continue
@@ -217,7 +221,7 @@ def _place_camera(
     xz = np.array([room.width / 2, room.depth / 2])
     for _attempt in range(50):
         xz = np.array([rng.uniform(0.4, room.width - 0.4), rng.uniform(0.4, room.depth - 0.4)])
-        if all(np.linalg.norm(xz - c) > r + clearance for c, r in footprints):
+        if all(math.dist(xz, c) > r + clearance for c, r in footprints):
             break
     position = np.array([xz[0], rng.uniform(0.9, min(2.0, room.height - 0.3)), xz[1]])
     if objects:

@@ -1,0 +1,286 @@
+"""Training-step overhead of AdapMTL's soft thresholds: a sparsified model versus the same dense
+model, same batch (DESIGN.md section 7; goals in issue 2).
+
+Time: one training step = forward, backward and an Adam step. Dense and sparsified
+(``sparsify(model, grouping="component")``) copies of the same model are stepped alternately in
+one process (the order flips every repetition), after two warm-up steps each; the reported ratio
+is the median over repetitions of t_sparse / t_dense of the same repetition, so slow phases of a
+shared machine hit both variants alike. t is the CPU time of the process (``time.process_time``)
+with one intra-op thread: on a shared machine it excludes the time the process waits for a core,
+which wall-clock time does not (the wall-clock ratio is reported too).
+
+Memory: each variant runs in a fresh subprocess that imports torch, warms up torch's kernels on a
+tiny model, then builds the case's model and optimizer and trains three steps; the peak resident
+set size (Linux ``VmHWM``, reset before the model is built) minus the RSS at that reset is the
+training memory (weights, gradients, Adam state, activations and allocator overhead). Process RSS
+counts what the operating system really had to provide; ``tracemalloc`` does not see torch's
+allocations. The peak-RSS ratio including the process baseline is reported too.
+
+Usage::
+
+    python benchmarks/overhead.py                       # all default cases, JSON on stdout
+    python benchmarks/overhead.py --cases small_conv --repeats 20
+    python benchmarks/overhead.py --markdown table.md   # also write a Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from adapmtl.models import MultiTaskModel, build_model
+from adapmtl.sparsity import param_groups, sparsify
+
+NYU = {"seg": 40, "normal": 3, "depth": 1}
+TIME_GOAL = {"small": 1.15, "large": 1.05}
+MEMORY_GOAL = 1.2
+
+
+def _small_conv() -> MultiTaskModel:
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+    )
+    backbone.out_channels = 64
+    heads = {task: nn.Conv2d(64, c, 1) for task, c in NYU.items()}
+    return MultiTaskModel(backbone, heads)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], MultiTaskModel]
+    batch: int
+    size: int
+    repeats: int
+    scale: str  # "small" or "large": which time goal applies
+
+
+def _preset(name: str) -> Callable[[], MultiTaskModel]:
+    return lambda: build_model(name, NYU)
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case("small_conv", _small_conv, 8, 64, 30, "small"),
+        Case("deeplab_resnet34_cpu@64", _preset("deeplab_resnet34_cpu"), 8, 64, 15, "small"),
+        Case("deeplab_resnet34_cpu@128", _preset("deeplab_resnet34_cpu"), 8, 128, 10, "small"),
+        Case("mobilenetv2_cpu@64", _preset("mobilenetv2_cpu"), 8, 64, 15, "small"),
+        Case("mobilenetv2_cpu@128", _preset("mobilenetv2_cpu"), 8, 128, 15, "small"),
+        Case("deeplab_resnet34@321", _preset("deeplab_resnet34"), 2, 321, 3, "large"),
+        Case("mobilenetv2@321", _preset("mobilenetv2"), 2, 321, 3, "large"),
+    )
+}
+DEFAULT_CASES = tuple(CASES)
+
+
+class Trainer:
+    """One model, its optimizer and a fixed batch with random regression/class targets."""
+
+    def __init__(self, model: MultiTaskModel, case: Case, seed: int = 0) -> None:
+        self.model = model.train()
+        self.optimizer = torch.optim.Adam(param_groups(model, lr=1e-4))
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(case.batch, 3, case.size, case.size, generator=gen)
+        with torch.no_grad():
+            shapes = {t: o.shape for t, o in model(self.x).items()}
+        self.targets = {
+            t: torch.randint(0, s[1], (s[0], *s[2:]), generator=gen)
+            if t == "seg"
+            else torch.randn(s, generator=gen)
+            for t, s in shapes.items()
+        }
+
+    def step(self) -> tuple[float, float]:
+        """One training step; returns (CPU seconds of this process, wall-clock seconds)."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(self.x)
+        loss = sum(
+            F.cross_entropy(o, self.targets[t]) if t == "seg" else F.mse_loss(o, self.targets[t])
+            for t, o in out.items()
+        )
+        loss.backward()
+        self.optimizer.step()
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _variants(case: Case) -> dict[str, MultiTaskModel]:
+    torch.manual_seed(0)
+    dense = case.build()
+    sparse = sparsify(copy.deepcopy(dense), grouping="component")
+    return {"dense": dense, "sparse": sparse}
+
+
+def measure_time(case: Case, repeats: int) -> dict[str, float]:
+    trainers = {name: Trainer(model, case) for name, model in _variants(case).items()}
+    for trainer in trainers.values():
+        trainer.step()
+        trainer.step()
+    cpu: dict[str, list[float]] = {"dense": [], "sparse": []}
+    wall: dict[str, list[float]] = {"dense": [], "sparse": []}
+    for rep in range(repeats):
+        order = ("dense", "sparse") if rep % 2 == 0 else ("sparse", "dense")
+        for name in order:
+            c, w = trainers[name].step()
+            cpu[name].append(c)
+            wall[name].append(w)
+    ratios = [s / d for s, d in zip(cpu["sparse"], cpu["dense"], strict=True)]
+    wall_ratios = [s / d for s, d in zip(wall["sparse"], wall["dense"], strict=True)]
+    return {
+        "dense_ms": 1e3 * statistics.median(cpu["dense"]),
+        "sparse_ms": 1e3 * statistics.median(cpu["sparse"]),
+        "time_ratio": statistics.median(ratios),
+        "time_ratio_min": min(ratios),
+        "time_ratio_max": max(ratios),
+        "dense_wall_ms": 1e3 * statistics.median(wall["dense"]),
+        "wall_ratio": statistics.median(wall_ratios),
+    }
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(case_name: str, variant: str) -> None:
+    """Subprocess body: report the training memory of one variant as JSON.
+
+    A tiny model is trained first so that torch's lazily loaded kernels and thread pools are in
+    the baseline; the peak-RSS mark (VmHWM) is then reset and the case's model is built and
+    trained. VmHWM, unlike ``ru_maxrss``, does not inherit the parent process's peak."""
+    torch.set_num_threads(1)
+    Trainer(_small_conv(), Case("warm-up", _small_conv, 2, 32, 0, "small")).step()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    baseline = _status_mb("VmRSS")
+    case = CASES[case_name]
+    torch.manual_seed(0)
+    model = case.build()
+    if variant == "sparse":
+        sparsify(model, grouping="component")
+    trainer = Trainer(model, case)
+    for _ in range(3):
+        trainer.step()
+    peak = _status_mb("VmHWM")
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "training_mb": peak - baseline}))
+
+
+def measure_memory(case: Case) -> dict[str, float]:
+    result = {}
+    for variant in ("dense", "sparse"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", case.name, variant],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        result[f"{variant}_peak_mb"] = child["peak_mb"]
+        result[f"{variant}_training_mb"] = child["training_mb"]
+    result["memory_ratio"] = result["sparse_training_mb"] / result["dense_training_mb"]
+    result["peak_rss_ratio"] = result["sparse_peak_mb"] / result["dense_peak_mb"]
+    return result
+
+
+def run_case(case: Case, repeats: int | None) -> dict:
+    torch.manual_seed(0)
+    params = sum(p.numel() for p in case.build().parameters())
+    row: dict = {
+        "case": case.name,
+        "batch": case.batch,
+        "size": case.size,
+        "parameters": params,
+        "repeats": repeats or case.repeats,
+    }
+    row.update(measure_time(case, row["repeats"]))
+    row.update(measure_memory(case))
+    row["time_goal"] = TIME_GOAL[case.scale]
+    row["memory_goal"] = MEMORY_GOAL
+    row["meets_goals"] = row["time_ratio"] <= row["time_goal"] and (
+        row["memory_ratio"] <= MEMORY_GOAL
+    )
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| case | batch | input | params | dense ms | sparse ms | time ratio (min-max) | goal "
+        "| dense MB | sparse MB | memory ratio | peak RSS ratio |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['batch']} | {r['size']}² | {r['parameters'] / 1e6:.2f} M "
+            f"| {r['dense_ms']:.0f} | {r['sparse_ms']:.0f} "
+            f"| {r['time_ratio']:.3f} ({r['time_ratio_min']:.2f}-{r['time_ratio_max']:.2f}) "
+            f"| ≤ {r['time_goal']} | {r['dense_training_mb']:.0f} | {r['sparse_training_mb']:.0f} "
+            f"| {r['memory_ratio']:.3f} | {r['peak_rss_ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated, from: {', '.join(CASES)}",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="override every case's count")
+    parser.add_argument("--markdown", default=None, help="also write a Markdown table here")
+    parser.add_argument(
+        "--memory-child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return 0
+    names = [n.strip() for n in args.cases.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}; valid: {', '.join(CASES)}")
+    torch.set_num_threads(1)
+    rows = []
+    for name in names:
+        rows.append(run_case(CASES[name], args.repeats))
+        print(
+            f"{name}: time x{rows[-1]['time_ratio']:.3f}, memory x{rows[-1]['memory_ratio']:.3f}",
+            file=sys.stderr,
+        )
+    result = {
+        "benchmark": "overhead",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cases": rows,
+    }
+    print(json.dumps(result, indent=2))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
