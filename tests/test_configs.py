@@ -10,7 +10,8 @@ from adapmtl.models import MODELS
 from adapmtl.tasks import TASK_SETS
 
 CONFIGS = sorted(
-    p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
+    p
+    for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
     if p.name != "base.yaml" and "suites" not in p.parts
 )
 

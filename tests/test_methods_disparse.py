@@ -227,11 +227,11 @@ def test_dynamic_run_resumed_from_its_state_equals_an_uninterrupted_run():
         ("imp", {"steps": 4}),
         ("disparse", {"num_batches": 2}),
         ("disparse", {"mode": "dynamic", "update_every": 3}),
+        ("adapmtl", {"init": -3.0}),
     ],
 )
 @pytest.mark.parametrize("target", [0.6, 0.9])
-def test_every_mask_method_ends_within_half_a_point_of_the_target(name, options, target):
-    """(AdapMTL's controller is checked on the real trainer, in the tiny compare suite.)"""
+def test_every_method_ends_within_half_a_point_of_the_target(name, options, target):
     run = start(name, target, options, iterations=30)
     run.fit()
     sparsity = report(run.model).sparsity

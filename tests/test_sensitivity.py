@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from methods_harness import TinyMultiTask, top_k_np
 
 from adapmtl.analysis.sensitivity import points_table, prunable_model, prune_component, sweep
 from adapmtl.errors import UserError
 from adapmtl.sparsity import report, sparsify
 from adapmtl.tasks.score import delta_t
+from methods_harness import TinyMultiTask, top_k_np
 
 
 @pytest.fixture(autouse=True)
