@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--suite", type=Path, default=ROOT / "configs/suites/scenes_cpu.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/quality")
     parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--runs", nargs="+", help="only these runs of the suite (and its dense)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--write", type=Path, default=ROOT / "docs/results/quality.md")
     parser.add_argument("--ours", default="adapmtl", help="run name of AdapMTL")
@@ -172,6 +173,11 @@ def main() -> int:
     suite = load_suite(args.suite, args.overrides)
     if args.seeds:
         suite.seeds = list(args.seeds)
+    if args.runs:
+        unknown = sorted(set(args.runs) - {r.name for r in suite.runs})
+        if unknown:
+            raise SystemExit(f"--runs: the suite has no run {unknown[0]!r}")
+        suite.runs = [r for r in suite.runs if r.name in args.runs or r is suite.dense]
     args.out.mkdir(parents=True, exist_ok=True)
     marker = args.out / "head_init_scale.txt"
     if args.head_init_scale is not None:
