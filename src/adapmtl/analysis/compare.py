@@ -210,8 +210,7 @@ def merge_run(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]
 
 
 def _percent(target: float) -> str:
-    text = f"{100 * target:.2f}".rstrip("0").rstrip(".")
-    return text
+    return f"{100 * target:.2f}".rstrip("0").rstrip(".")
 
 
 def plan(suite: Suite, out: Path) -> list[PlannedRun]:
