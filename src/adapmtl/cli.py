@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "report": "Per-component sparsity and thresholds of a checkpoint",
     "config": "Show the resolved config",
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+    "compare": "Train a suite of methods side by side and write the paper-style table and plots",
+    "sensitivity": "Magnitude-prune one component of a checkpoint over a sweep, evaluate all tasks",
     "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
     "export": "Write a model's weights for deployment (dense or bitmask safetensors)",
     "bench": "Time dense vs sparse-kernel CPU inference, per layer and end to end",

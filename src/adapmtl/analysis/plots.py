@@ -1,13 +1,26 @@
 """Training curves from a run's ``log.jsonl``: component sparsity over training (like the paper's
-Figure 3) and task weights over training (like the supplement's Figure 2). Needs matplotlib
-(``pip install adapmtl[plots]``)."""
+Figure 3) and task weights over training (like the supplement's Figure 2); method comparisons:
+Delta_T per method, sparsity allocation per component (supplement Figure 3) and Delta_T against
+sparsity (paper Figure 4). Needs matplotlib (``pip install adapmtl[plots]``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from adapmtl.errors import UserError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise UserError("plots need matplotlib: pip install 'adapmtl[plots]'") from err
+    return plt
 
 
 def read_log(run_dir: Path, kind: str = "train") -> list[dict]:
@@ -20,13 +33,7 @@ def read_log(run_dir: Path, kind: str = "train") -> list[dict]:
 
 def plot_series(run_dir: Path, prefix: str, ylabel: str, out: Path, scale: float = 1.0) -> Path:
     """Plot every logged scalar ``prefix/<name>`` against the iteration into ``out`` (PNG)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise UserError("plots need matplotlib: pip install 'adapmtl[plots]'") from err
+    plt = _pyplot()
     records = read_log(run_dir)
     names = sorted({k.split("/", 1)[1] for r in records for k in r if k.startswith(prefix + "/")})
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
@@ -54,3 +61,101 @@ def plot_run(run_dir: Path) -> list[Path]:
             plot_series(run_dir, "sparsity", "sparsity (%)", run_dir / "sparsity.png", 100.0)
         )
     return outputs
+
+
+def _save(fig: Any, plt: Any, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_delta_t(aggregates: list[Any], out: Path) -> Path:
+    """Bar per method: mean overall Delta_T over seeds, error bar = sample std, dots = seeds.
+    ``aggregates`` are :class:`adapmtl.analysis.compare.Aggregate`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(aggregates) + 1.5), 3.6), dpi=110)
+    for i, agg in enumerate(aggregates):
+        stat = agg.delta_t["overall"]
+        ax.bar(i, stat.mean, color="tab:blue" if stat.mean >= 0 else "tab:red", alpha=0.7)
+        if stat.std is not None:
+            ax.errorbar(i, stat.mean, yerr=stat.std, color="black", capsize=4)
+        ax.scatter([i] * len(stat.values), stat.values, color="black", s=10, zorder=3)
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(aggregates)))
+    ax.set_xticklabels([a.label for a in aggregates], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("ΔT (%)")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, plt, out)
+
+
+def plot_sparsity_allocation(aggregates: list[Any], tasks: list[str], out: Path) -> Path:
+    """Grouped bars: sparsity of the backbone and each head per method (supplement Figure 3)."""
+    plt = _pyplot()
+    sparse = [a for a in aggregates if a.sparsity]
+    components = ["backbone", *tasks, "overall"]
+    width = 0.8 / len(components)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(sparse) + 2.0), 3.6), dpi=110)
+    for j, component in enumerate(components):
+        means = [100 * a.sparsity[component].mean for a in sparse]
+        xs = [i + (j - (len(components) - 1) / 2) * width for i in range(len(sparse))]
+        hatch = "//" if component == "overall" else None
+        ax.bar(xs, means, width=width, label=component, hatch=hatch)
+    ax.set_xticks(range(len(sparse)))
+    ax.set_xticklabels([a.label for a in sparse], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("sparsity (%)")
+    lowest = min((100 * s.mean for a in sparse for s in a.sparsity.values()), default=0.0)
+    ax.set_ylim(max(0.0, lowest - 10.0), 100.0)
+    ax.legend(fontsize=7, ncol=len(components))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, plt, out)
+
+
+def plot_delta_t_vs_sparsity(aggregates: list[Any], out: Path) -> Path:
+    """Delta_T against the measured overall sparsity, one line per method (paper Figure 4)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    by_method: dict[str, list[Any]] = {}
+    for agg in aggregates:
+        if agg.sparsity:
+            by_method.setdefault(agg.label.split(" @")[0], []).append(agg)
+    for label, group in by_method.items():
+        group.sort(key=lambda a: a.sparsity["overall"].mean)
+        xs = [100 * a.sparsity["overall"].mean for a in group]
+        ys = [a.delta_t["overall"].mean for a in group]
+        errors = [a.delta_t["overall"].std or 0.0 for a in group]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("overall sparsity (%)")
+    ax.set_ylabel("ΔT (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def plot_sensitivity(points: list[Any], component: str, tasks: list[str], out: Path) -> Path:
+    """Delta_T of every task (and overall) against the sparsity of one pruned component
+    (paper Figure 5 / supplement Figure 1). ``points`` are
+    :class:`adapmtl.analysis.sensitivity.SensitivityPoint`."""
+    plt = _pyplot()
+    mine = sorted((p for p in points if p.component == component), key=lambda p: p.level)
+    measured = "heads" if component == "heads" else component
+    xs = [100 * _component_sparsity(p, measured, tasks) for p in mine]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for task in tasks:
+        ax.plot(xs, [p.delta_t["per_task"][task] for p in mine], marker="o", label=f"ΔT {task}")
+    ax.plot(
+        xs, [p.delta_t["overall"] for p in mine], marker="s", color="black", linewidth=2, label="ΔT"
+    )
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel(f"sparsity of {component} (%)")
+    ax.set_ylabel("ΔT (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def _component_sparsity(point: Any, component: str, tasks: list[str]) -> float:
+    if component != "heads":
+        return point.sparsity[component]
+    return sum(point.sparsity[t] for t in tasks) / len(tasks)

@@ -1,8 +1,11 @@
 """Paper-style result tables (Tables 1-2): per-task metrics, Delta_T per task and overall, and the
-sparsity of the backbone and each head."""
+sparsity of the backbone and each head; for method comparisons over seeds also mean ± spread
+tables and CSV files."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 
@@ -35,3 +38,93 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> s
         cells.append(_fmt(delta.get("overall")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def fmt_stat(mean: float, std: float | None, digits: int = 2, scale: float = 1.0) -> str:
+    """``mean ± std`` (just the mean when there is one seed)."""
+    if std is None:
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
+    """Markdown: ΔT per task and overall (mean ± sample std over seeds, and every seed's overall
+    ΔT), and the sparsity of the whole model, the backbone and each head (mean ± std, %).
+    ``aggregates`` are :class:`adapmtl.analysis.compare.Aggregate`."""
+    components = ["overall", "backbone", *tasks]
+    header = ["method", "seeds", *[f"ΔT {t}" for t in tasks], "ΔT", "ΔT per seed"]
+    header += [f"sparsity {c} %" for c in components]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for agg in aggregates:
+        cells = [agg.label, str(len(agg.seeds))]
+        cells += [fmt_stat(agg.delta_t[t].mean, agg.delta_t[t].std) for t in tasks]
+        overall = agg.delta_t["overall"]
+        cells.append(fmt_stat(overall.mean, overall.std))
+        cells.append(", ".join(f"{v:+.2f}" for v in overall.values))
+        for component in components:
+            stat = agg.sparsity.get(component)
+            cells.append("-" if stat is None else fmt_stat(stat.mean, stat.std, scale=100.0))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _none(value: float | None) -> Any:
+    return "" if value is None else value
+
+
+def aggregate_csv(aggregates: list[Any], tasks: list[str]) -> str:
+    """One row per run id: every metric, ΔT (per task, overall) and sparsity (fractions), each
+    as ``<name>_mean`` and ``<name>_std`` over the seeds."""
+    if not aggregates:
+        return ""
+    first = aggregates[0]
+    metric_keys = [(t, m) for t in tasks for m in first.metrics[t]]
+    sparsity_keys = ["overall", "backbone", *tasks]
+    header = ["run_id", "label", "method", "target", "seeds"]
+    for task, metric in metric_keys:
+        header += [f"{task}/{metric}_mean", f"{task}/{metric}_std"]
+    for key in [*tasks, "overall"]:
+        header += [f"delta_t/{key}_mean", f"delta_t/{key}_std"]
+    for key in sparsity_keys:
+        header += [f"sparsity/{key}_mean", f"sparsity/{key}_std"]
+    rows = []
+    for agg in aggregates:
+        row: list[Any] = [agg.run_id, agg.label, agg.method, _none(agg.target), len(agg.seeds)]
+        for task, metric in metric_keys:
+            stat = agg.metrics[task][metric]
+            row += [stat.mean, _none(stat.std)]
+        for key in [*tasks, "overall"]:
+            row += [agg.delta_t[key].mean, _none(agg.delta_t[key].std)]
+        for key in sparsity_keys:
+            stat = agg.sparsity.get(key)
+            row += ["", ""] if stat is None else [stat.mean, _none(stat.std)]
+        rows.append(row)
+    return csv_text(header, rows)
+
+
+def per_seed_csv(rows: list[Any], tasks: list[str]) -> str:
+    """One row per run and seed (``adapmtl.analysis.compare.Row``): metrics, ΔT, sparsity."""
+    if not rows:
+        return ""
+    metric_keys = [(t, m) for t in tasks for m in rows[0].metrics[t]]
+    sparsity_keys = ["overall", "backbone", *tasks]
+    header = ["run_id", "label", "seed", "target"]
+    header += [f"{t}/{m}" for t, m in metric_keys]
+    header += [f"delta_t/{k}" for k in [*tasks, "overall"]]
+    header += [f"sparsity/{k}" for k in sparsity_keys]
+    out = []
+    for r in rows:
+        line: list[Any] = [r.run_id, r.label, r.seed, _none(r.target)]
+        line += [r.metrics[t][m] for t, m in metric_keys]
+        line += [r.delta_t["per_task"][t] for t in tasks] + [r.delta_t["overall"]]
+        line += [r.sparsity.get(k, "") for k in sparsity_keys]
+        out.append(line)
+    return csv_text(header, out)

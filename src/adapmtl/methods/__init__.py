@@ -8,6 +8,10 @@ from adapmtl.config import build_dataclass
 from adapmtl.errors import UserError
 from adapmtl.methods import adapmtl as _adapmtl  # noqa: F401  (registers the method)
 from adapmtl.methods import dense as _dense  # noqa: F401
+from adapmtl.methods import disparse as _disparse  # noqa: F401
+from adapmtl.methods import imp as _imp  # noqa: F401
+from adapmtl.methods import lth as _lth  # noqa: F401
+from adapmtl.methods import snip as _snip  # noqa: F401
 from adapmtl.methods.base import METHODS, Method, TrainingContext
 
 

@@ -1,0 +1,115 @@
+"""``imp``: gradual (iterative) magnitude pruning with the cubic schedule of Zhu & Gupta (2017).
+
+Between iterations t0 and t_end, ``steps`` times at equal intervals (t_j = t0 + j (t_end - t0) / n,
+j = 1..n), the model is pruned by global magnitude to
+
+    s_j = s_f + (s_i - s_f) (1 - j / n)^3
+
+(REFERENCE.md section 6). Pruned weights stay pruned; after t_end the mask is fixed at s_f = the
+target and the survivors keep training. With ``dense_checkpoint`` the run starts from a trained
+dense model, as the paper's IMP row (REFERENCE.md section 7); otherwise from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from adapmtl.methods.base import METHODS, Method, TrainingContext
+from adapmtl.methods.masking import (
+    install_masks,
+    load_weights,
+    magnitude_prune,
+    read_dense_checkpoint,
+)
+
+
+def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float:
+    """Zhu & Gupta's s_j = s_f + (s_i - s_f)(1 - j/n)^3."""
+    return final + (initial - final) * (1.0 - step / steps) ** 3
+
+
+@METHODS.register("imp")
+class IMP(Method):
+    name = "imp"
+
+    @dataclass
+    class Options:
+        start_fraction: float = 0.1
+        """t0 as a fraction of the run's iterations."""
+        end_fraction: float = 0.6
+        """t_end (the last prune, at the target) as a fraction of the run's iterations."""
+        steps: int = 20
+        """n: number of pruning steps between t0 and t_end."""
+        initial_sparsity: float = 0.0
+        """s_i."""
+        dense_checkpoint: str | None = None
+        """Checkpoint of a trained dense run to start from."""
+        exclude: list[str] = field(default_factory=list)
+
+    def __init__(self, target: float | None, options: Options) -> None:
+        if target is None:
+            raise ValueError("imp needs a target sparsity (method.target)")
+        if not 0.0 <= options.start_fraction < options.end_fraction < 1.0:
+            raise ValueError(
+                "options: expected 0 <= start_fraction < end_fraction < 1, got "
+                f"{options.start_fraction} and {options.end_fraction}"
+            )
+        if options.steps < 1:
+            raise ValueError(f"options.steps must be >= 1, got {options.steps}")
+        if not 0.0 <= options.initial_sparsity <= target:
+            raise ValueError(
+                f"options.initial_sparsity must be in [0, target], got {options.initial_sparsity}"
+            )
+        super().__init__(target, options)
+        self.steps_done = 0
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return install_masks(model, self.options.exclude)
+
+    def schedule(self, iterations: int) -> list[tuple[int, float]]:
+        """(iteration, sparsity) of every pruning step, for a run of ``iterations``."""
+        assert self.target is not None
+        t0 = self.options.start_fraction * iterations
+        t_end = self.options.end_fraction * iterations
+        n = self.options.steps
+        return [
+            (
+                round(t0 + j * (t_end - t0) / n),
+                cubic_sparsity(j, n, self.options.initial_sparsity, self.target),
+            )
+            for j in range(1, n + 1)
+        ]
+
+    def on_start(self, ctx: TrainingContext) -> None:
+        if self.options.dense_checkpoint is not None:
+            option = "method.options.dense_checkpoint"
+            state = read_dense_checkpoint(self.options.dense_checkpoint, option)
+            load_weights(ctx.model, state["model"], option)
+        t0 = round(self.options.start_fraction * ctx.iterations)
+        if t0 == 0 and self.options.initial_sparsity > 0:
+            magnitude_prune(ctx.model, self.options.initial_sparsity)
+
+    def after_step(self, ctx: TrainingContext, iteration: int) -> None:
+        done = iteration + 1
+        t0 = round(self.options.start_fraction * ctx.iterations)
+        if done == t0 and t0 > 0 and self.options.initial_sparsity > 0:
+            magnitude_prune(ctx.model, self.options.initial_sparsity)
+        for step, (at, sparsity) in enumerate(self.schedule(ctx.iterations), start=1):
+            if at == done and step > self.steps_done:
+                magnitude_prune(ctx.model, sparsity)
+                self.steps_done = step
+
+    def at_target(self) -> bool:
+        return self.steps_done == self.options.steps
+
+    def summary(self) -> dict[str, Any]:
+        return {"prune_steps_done": self.steps_done}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_done = int(state["steps_done"])

@@ -1,0 +1,235 @@
+"""Mask operations shared by the mask-based methods (SNIP, LTH, IMP, DiSparse).
+
+Every mask-based method registers the one sparse-weight parametrization in mask mode
+(``sparsify(model, mode="mask")``) and installs boolean masks with ``set_masks``; the effective
+weight is ``W * M``. This module adds what the methods have in common: exact global top-k masks,
+magnitude and connection-sensitivity scores, weight snapshots for rewinding and dense
+checkpoints. Counting follows REFERENCE.md section 6: every Conv/Linear weight of backbone and
+heads, never biases or norm parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapmtl.errors import UserError
+from adapmtl.sparsity import (
+    dense_state_dict,
+    is_sparsified,
+    layer_components,
+    load_dense_state_dict,
+    set_masks,
+    sparse_layers,
+    sparsify,
+)
+from adapmtl.sparsity.sparsify import THRESHOLDS_ATTR
+
+Masks = dict[str, torch.Tensor]
+Scores = dict[str, torch.Tensor]
+
+
+def install_masks(model: nn.Module, exclude: Iterable[str] = ()) -> nn.Module:
+    """Register the parametrization in mask mode on every prunable weight (all dense at first)."""
+    return sparsify(model, mode="mask", exclude=list(exclude))
+
+
+def stored_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Module path -> the stored (unmasked) weight parameter of every sparsified layer."""
+    return {
+        path: module.parametrizations.weight.original for path, module, _ in sparse_layers(model)
+    }
+
+
+def masks_of(model: nn.Module) -> Masks:
+    """Module path -> the layer's mask (all-ones when the layer has no mask yet)."""
+    out = {}
+    for path, module, p in sparse_layers(model):
+        weight = module.parametrizations.weight.original
+        out[path] = p.mask.clone() if p.masked else torch.ones_like(weight, dtype=torch.bool)
+    return out
+
+
+def components_of(model: nn.Module) -> dict[str, str]:
+    """Module path -> component (``backbone`` or a task head) of every sparsified layer."""
+    return layer_components(model)
+
+
+def keep_count(total: int, target: float) -> int:
+    """Number of weights a model of ``total`` prunable weights keeps at sparsity ``target``."""
+    return round((1.0 - target) * total)
+
+
+def top_k_masks(scores: Mapping[str, torch.Tensor], k: int) -> Masks:
+    """Keep exactly the ``k`` largest scores over all layers together (one global top-k).
+
+    Entries scored ``-inf`` are kept only when fewer than ``k`` entries have a finite score."""
+    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+    if not 0 <= k <= flat.numel():
+        raise ValueError(f"cannot keep {k} of {flat.numel()} weights")
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.topk(flat, k, sorted=False).indices] = True
+    out, start = {}, 0
+    for path, s in scores.items():
+        out[path] = keep[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return out
+
+
+def layer_top_k(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of one tensor."""
+    return top_k_masks({"": score}, min(k, score.numel()))[""]
+
+
+@torch.no_grad()
+def magnitude_scores(model: nn.Module) -> Scores:
+    """|W * M| of every layer; weights outside the current mask score ``-inf`` so a magnitude
+    prune never brings them back (pruned weights stay pruned)."""
+    scores = {}
+    for path, module, p in sparse_layers(model):
+        weight = module.parametrizations.weight.original
+        score = weight.abs().float()
+        if p.masked:
+            score = score.masked_fill(~p.mask, float("-inf"))
+        scores[path] = score
+    return scores
+
+
+def magnitude_prune(model: nn.Module, target: float) -> Masks:
+    """Global magnitude pruning to overall sparsity ``target`` among the unpruned weights;
+    installs and returns the masks (pruned stored weights are zeroed)."""
+    scores = magnitude_scores(model)
+    total = sum(s.numel() for s in scores.values())
+    masks = top_k_masks(scores, keep_count(total, target))
+    set_masks(model, masks)
+    return masks
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Run scoring passes without side effects on the model's buffers (BatchNorm running
+    statistics are restored afterwards) and without leaving gradients behind."""
+    saved = {
+        name: buf.detach().clone()
+        for name, buf in model.named_buffers()
+        if not name.endswith("mask")
+    }
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                if name in saved:
+                    buf.copy_(saved[name])
+        model.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def unmasked_forward(model: nn.Module) -> Iterator[None]:
+    """Compute the network of the current masks through plain weights: inside the block the
+    stored weights hold ``W * M`` and the masks are lifted, so autograd returns the dense gradient
+    dL/d(W * M) at every entry, pruned ones included (as RigL needs for regrowth). Stored weights
+    and masks are restored on exit."""
+    saved = []
+    with torch.no_grad():
+        for _, module, p in sparse_layers(model):
+            original = module.parametrizations.weight.original
+            saved.append((p, original, original.detach().clone(), p.mask))
+            if p.masked:
+                original.mul_(p.mask)
+            p.mask = torch.ones(0, dtype=torch.bool, device=p.mask.device)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, original, value, mask in saved:
+                original.copy_(value)
+                p.mask = mask
+
+
+def accumulate_gradient_scores(
+    model: nn.Module,
+    losses: Callable[[Any], dict[str, torch.Tensor]],
+    batches: Iterable[Any],
+    groups: Mapping[str, Sequence[str] | None],
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> dict[str, Scores]:
+    """Sum ``score(grad, W)`` over ``batches`` for each group of task losses.
+
+    ``groups`` maps a score name to the task losses it back-propagates (their sum; ``None`` =
+    all tasks), e.g. ``{"all": None}`` for SNIP or ``{task: [task]}`` for DiSparse's per-task
+    scores;
+    ``losses(batch)`` returns the per-task losses of one batch. Buffers are restored and
+    gradients cleared afterwards.
+    """
+    weights = stored_weights(model)
+    totals: dict[str, Scores] = {
+        name: {path: torch.zeros_like(w, dtype=torch.float32) for path, w in weights.items()}
+        for name in groups
+    }
+    names = list(groups)
+    with preserved_buffers(model):
+        for batch in batches:
+            per_task = losses(batch)
+            unknown = sorted({t for ts in groups.values() if ts for t in ts} - set(per_task))
+            if unknown:
+                raise UserError(
+                    f"the model has a head {unknown[0]!r} but no task of that name "
+                    f"(tasks: {sorted(per_task)})"
+                )
+            for i, name in enumerate(names):
+                model.zero_grad(set_to_none=True)
+                tasks = groups[name]
+                loss = sum(per_task[task] for task in (per_task if tasks is None else tasks))
+                loss.backward(retain_graph=i < len(names) - 1)
+                for path, w in weights.items():
+                    if w.grad is not None:
+                        totals[name][path] += score(w.grad.detach(), w.detach()).float()
+    return totals
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Plain (never sparsified) state dict of the model's current effective weights and buffers:
+    what rewinding restores and what a dense checkpoint holds."""
+    if is_sparsified(model):
+        return {k: v.detach().clone() for k, v in dense_state_dict(model).items()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load a plain state dict into a mask-mode model, keep the masks and zero the stored weights
+    under them (rewinding the survivors only)."""
+    try:
+        load_dense_state_dict(model, weights)
+    except ValueError as err:
+        raise UserError(f"{source}: {err}") from None
+    for _, module, p in sparse_layers(model):
+        if p.masked:
+            module.parametrizations.weight.original.mul_(p.mask)
+
+
+def read_dense_checkpoint(path: str, option: str) -> dict[str, Any]:
+    """A dense run's checkpoint (``last.pt``/``best.pt``), loaded with ``weights_only=True``."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{option}: checkpoint {file} does not exist")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable files
+        raise UserError(f"{option}: cannot read checkpoint {file}: {err}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{option}: {file} is not an adapmtl checkpoint (no 'model' entry)")
+    model_keys = state["model"].keys()
+    if any(".parametrizations." in k or k.startswith(THRESHOLDS_ATTR) for k in model_keys):
+        method = state.get("config", {}).get("method", {}).get("name", "?")
+        raise UserError(
+            f"{option}: {file} holds a sparsified model (method {method!r}); give the "
+            "checkpoint of a dense run"
+        )
+    return state
