@@ -128,7 +128,19 @@ def metrics(pred: dict[str, torch.Tensor], gt: dict[str, torch.Tensor]) -> dict[
         "edge MAE": float((pred["edge"] - gt["edge"]).abs().mean()),
         "keypoint F1 (0.5) %": 100 * f1_at_half(pred["keypoint"], gt["keypoint"]),
         "edge F1 (0.5) %": 100 * f1_at_half(pred["edge"], gt["edge"]),
+        "keypoint AP %": 100 * average_precision(pred["keypoint"], gt["keypoint"]),
+        "edge AP %": 100 * average_precision(pred["edge"], gt["edge"]),
     }
+
+
+def average_precision(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Average precision of the pixels with target > 0.5 when all pixels are ranked by the
+    prediction (threshold-free: shows whether the outputs locate keypoints/edges at all; a
+    constant prediction scores about the positive rate; ties keep pixel order)."""
+    order = torch.argsort(pred.flatten(), descending=True, stable=True)
+    hits = (gt.flatten() > 0.5)[order].double()
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+    return float((precision * hits).sum() / hits.sum())
 
 
 def f1_at_half(pred: torch.Tensor, gt: torch.Tensor) -> float:

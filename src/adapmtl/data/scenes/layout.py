@@ -164,13 +164,12 @@ def _random_shape(rng: np.random.Generator, cls: int, scale: float = 1.0) -> Sha
 
 def _footprint(shape: Shape) -> float:
     """Radius of a vertical cylinder (about the local y axis) containing the shape."""
-    vertices = {
-        Box: lambda s: np.hypot(s.hx, s.hz),
-        Pyramid: lambda s: np.sqrt(2) * s.half,
-    }
-    if type(shape) in vertices:
-        return float(vertices[type(shape)](shape))
-    return float(shape.radius)  # Sphere, Cylinder, Cone
+    if isinstance(shape, Box):
+        return math.hypot(shape.hx, shape.hz)
+    if isinstance(shape, Pyramid):
+        return math.sqrt(2) * shape.half
+    assert isinstance(shape, (Sphere, Cylinder, Cone))
+    return shape.radius
 
 
 def _place_objects(
