@@ -48,8 +48,6 @@ class DataConfig:
     batch_size: int = 16
     eval_batch_size: int = 16
     num_workers: int = 0
-    cache: bool = False
-    """Keep samples in memory after their first read (datasets without random augmentation)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for both splits (e.g. scenes ``size: [64, 64]``)."""
     train_options: dict[str, Any] = field(default_factory=dict)

@@ -89,8 +89,4 @@ def build_dataset(config: Config, split: str, tasks: dict[str, Any], train: bool
         raise UserError(f"data.name: {err.args[0]}") from None
     except TypeError as err:
         raise UserError(f"data.options: {err}") from None
-    if config.data.cache:
-        from adapmtl.data.cache import InMemoryCache
-
-        return InMemoryCache(dataset)
     return dataset
