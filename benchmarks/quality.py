@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -224,7 +225,12 @@ def main() -> int:
     preamble = "# Quality: the methods side by side on the CPU scenes suite\n\n"
     if args.write.is_file() and MARKER in args.write.read_text():
         preamble = args.write.read_text().split(MARKER)[0]  # hand-written findings are kept
-    args.write.write_text(preamble + text)
+    images = []
+    for plot in sorted((args.out / "plots").glob("*.png")):
+        copy = args.write.with_name(f"{args.write.stem}_{plot.name}")
+        shutil.copyfile(plot, copy)
+        images.append(f"![{plot.stem}]({copy.name})")
+    args.write.write_text(preamble + text + "\n## Plots\n\n" + "\n".join(images) + "\n")
     print(text)
     return 0
 

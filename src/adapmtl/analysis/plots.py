@@ -106,7 +106,13 @@ def plot_sparsity_allocation(aggregates: list[Any], tasks: list[str], out: Path)
     ax.set_ylabel("sparsity (%)")
     lowest = min((100 * s.mean for a in sparse for s in a.sparsity.values()), default=0.0)
     ax.set_ylim(max(0.0, lowest - 10.0), 100.0)
-    ax.legend(fontsize=7, ncol=len(components))
+    ax.legend(
+        fontsize=7,
+        ncol=len(components),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, plt, out)
 
