@@ -52,31 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write", type=Path, default=ROOT / "docs/results/quality.md")
     parser.add_argument("--ours", default="adapmtl", help="run name of AdapMTL")
     parser.add_argument("--ablation", default="adapmtl_global", help="single-threshold run name")
-    parser.add_argument(
-        "--head-init-scale",
-        type=float,
-        help="investigation: multiply every head weight by this factor right after the model is "
-        "built (not recorded in the run configs: use a separate --out)",
-    )
     return parser.parse_args()
-
-
-def scale_head_init(factor: float) -> None:
-    """Make the trainer build models whose head weights are ``factor`` times their default
-    initialisation (an investigation of the weight-scale ratio between backbone and heads)."""
-    from adapmtl.engine import trainer
-
-    build = trainer.build_model
-
-    def scaled(config: Any, tasks: Any) -> Any:
-        model = build(config, tasks)
-        with torch.no_grad():
-            for name, param in model.heads.named_parameters():
-                if name.endswith("weight") and param.dim() > 1:
-                    param.mul_(factor)
-        return model
-
-    trainer.build_model = scaled
 
 
 def claims(
@@ -180,14 +156,6 @@ def main() -> int:
             raise SystemExit(f"--runs: the suite has no run {unknown[0]!r}")
         suite.runs = [r for r in suite.runs if r.name in args.runs or r is suite.dense]
     args.out.mkdir(parents=True, exist_ok=True)
-    marker = args.out / "head_init_scale.txt"
-    if args.head_init_scale is not None:
-        if any(args.out.glob("seed*")) and not marker.is_file():
-            raise SystemExit(f"{args.out} holds runs without --head-init-scale; use another --out")
-        marker.write_text(f"{args.head_init_scale}\n")
-        scale_head_init(args.head_init_scale)
-    elif marker.is_file():
-        raise SystemExit(f"{args.out} holds --head-init-scale runs; pass the same flag")
     started = time.perf_counter()
     run_suite(suite, args.out)
     minutes = (time.perf_counter() - started) / 60
@@ -209,10 +177,6 @@ def main() -> int:
             f"torch {torch.__version__}, Python {platform.python_version()}, "
             f"{os.cpu_count()} CPUs, {platform.platform()}; training wall time of this "
             f"invocation {minutes:.1f} min (runs finished earlier are reused, not re-timed).",
-            ""
-            if args.head_init_scale is None
-            else f"\nInvestigation: head weights initialised at {args.head_init_scale} times their "
-            "default (`--head-init-scale`).",
             "",
             f"### The paper's claims at {target_text(aggregates, args.ours)} overall sparsity",
             "",

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 TINY: dict[str, Any] = {
-    "model": {"name": "deeplab_resnet34_cpu", "options": {"width": 0.125, "head_channels": 16}},
+    # init_std pinned to the reference's 0.01: the threshold settings below are calibrated to it
+    # (a few dozen iterations must reach the targets).
+    "model": {
+        "name": "deeplab_resnet34_cpu",
+        "options": {"width": 0.125, "head_channels": 16, "init_std": 0.01},
+    },
     "tasks": {"preset": "scenes"},
     "data": {
         "name": "scenes",

@@ -13,6 +13,7 @@ from torch import nn
 from adapmtl.errors import UserError
 from adapmtl.models import MODELS, ASPPHead, MultiTaskModel, build_model
 from adapmtl.models.counts import component_counts, meta_model, prunable_count
+from adapmtl.models.resnet import width_consistent_init_std
 
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TASKONOMY = {"seg": 17, "normal": 3, "depth": 1, "keypoint": 1, "edge": 1}
@@ -201,14 +202,20 @@ def test_aspp_sums_its_branches() -> None:
         torch.testing.assert_close(head(x), expected)
 
 
-def test_resnet_initialisation() -> None:
-    torch.manual_seed(0)
-    backbone = build_model("deeplab_resnet34_cpu", {"depth": 1}).backbone
-    weights = torch.cat(
-        [m.weight.flatten() for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+def _conv_weights(module: nn.Module) -> torch.Tensor:
+    return torch.cat(
+        [m.weight.detach().flatten() for m in module.modules() if isinstance(m, nn.Conv2d)]
     )
-    # N(0, 0.01): with n ~ 1.3e6 samples the std estimate is within 0.1 % of its value.
-    assert abs(weights.std().item() - 0.01) < 2e-4
+
+
+@pytest.mark.parametrize(("options", "expected_std"), [({}, 0.02), ({"init_std": 0.01}, 0.01)])
+def test_resnet_initialisation(options: dict, expected_std: float) -> None:
+    torch.manual_seed(0)
+    backbone = build_model("deeplab_resnet34_cpu", {"depth": 1}, **options).backbone
+    weights = _conv_weights(backbone)
+    # Width 0.25: 0.01 / sqrt(0.25) = 0.02 by default. With n ~ 1.3e6 samples the std estimate
+    # is within 0.1 % of its value.
+    assert abs(weights.std().item() - expected_std) < 2e-2 * expected_std
     assert abs(weights.mean().item()) < 1e-4
     for m in backbone.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -288,3 +295,31 @@ def test_overrides_change_the_architecture() -> None:
     assert head.rates == (1, 2)
     assert prunable_count(head) == 2 * (9 * 256 * 32 + 32 * 32 + 32 * 1)
     assert prunable_count(model.backbone) == pytest.approx(21_267_648 / 4, rel=0.01)
+
+
+def test_width_consistent_init_keeps_the_full_size_ratio_to_the_heads() -> None:
+    # PyTorch's default conv init is U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in). Thinning backbone
+    # and heads together (head_channels = 1024 * width) scales every head fan-in by width.
+    def head_std(width: float) -> float:
+        fan_in = round(512 * width) * 9
+        return 1 / math.sqrt(3 * fan_in)
+
+    full = width_consistent_init_std(1.0) / head_std(1.0)
+    assert width_consistent_init_std(1.0) == 0.01
+    for width in (0.5, 0.25, 0.125):
+        assert width_consistent_init_std(width) / head_std(width) == pytest.approx(full)
+    torch.manual_seed(0)
+    model = build_model("deeplab_resnet34", {"depth": 1}, width=0.125, head_channels=128)
+    measured = _conv_weights(model.backbone).std() / _conv_weights(model.heads).std()
+    reference = build_model(
+        "deeplab_resnet34", {"depth": 1}, width=0.125, head_channels=128, init_std=0.01
+    )
+    measured_reference = (
+        _conv_weights(reference.backbone).std() / _conv_weights(reference.heads).std()
+    )
+    assert measured / measured_reference == pytest.approx(math.sqrt(8), rel=0.02)
+
+
+def test_mobilenet_takes_no_resnet_init_option() -> None:
+    with pytest.raises(UserError, match="unknown option 'init_std'; valid: width"):
+        build_model("mobilenetv2_cpu", {"depth": 1}, init_std=0.01)

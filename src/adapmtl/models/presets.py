@@ -4,11 +4,12 @@
 task; ``tasks`` maps task name -> output channels, in order (e.g. ``{"seg": 40, "normal": 3,
 "depth": 1}``). Overrides: ``width`` (backbone channel multiplier), ``head_channels`` (ASPP hidden
 size), ``rates`` (ASPP dilation rates), ``dropout`` (ASPP dropout), ``upsample`` (outputs at input
-size instead of head resolution).
+size instead of head resolution), and for the ResNet models ``init_std`` (backbone conv init).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -23,7 +24,6 @@ from adapmtl.models.resnet import DeepLabResNet
 from adapmtl.registry import Registry
 
 MODELS: Registry[MultiTaskModel] = Registry("model")
-OVERRIDES = ("width", "head_channels", "rates", "dropout", "upsample")
 
 
 def _multitask(
@@ -51,9 +51,15 @@ def deeplab_resnet34(
     rates: Sequence[int] = DEFAULT_RATES,
     dropout: float = DEFAULT_DROPOUT,
     upsample: bool = False,
+    init_std: float | None = None,
 ) -> MultiTaskModel:
-    """DeepLab-ResNet34 backbone (output stride 8) with one ASPP head per task."""
-    return _multitask(DeepLabResNet(width), tasks, head_channels, rates, dropout, upsample)
+    """DeepLab-ResNet34 backbone (output stride 8) with one ASPP head per task.
+
+    ``init_std`` defaults to 0.01 at full width, scaled by 1/sqrt(width) for thinner models
+    (:func:`~adapmtl.models.resnet.width_consistent_init_std`).
+    """
+    backbone = DeepLabResNet(width, init_std=init_std)
+    return _multitask(backbone, tasks, head_channels, rates, dropout, upsample)
 
 
 def mobilenetv2(
@@ -106,11 +112,10 @@ def build_model(name: str, tasks: Mapping[str, int], **kwargs: Any) -> MultiTask
         factory = MODELS.get(name)
     except KeyError as err:
         raise UserError(err.args[0]) from None
-    unknown = sorted(set(kwargs) - set(OVERRIDES))
+    valid = [p for p in inspect.signature(factory).parameters if p != "tasks"]
+    unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise UserError(
-            f"model {name!r}: unknown option {unknown[0]!r}; valid: {', '.join(OVERRIDES)}"
-        )
+        raise UserError(f"model {name!r}: unknown option {unknown[0]!r}; valid: {', '.join(valid)}")
     _check_tasks(tasks)
     try:
         return factory(tasks=tasks, **kwargs)
