@@ -36,3 +36,17 @@ def test_scenes_presets_are_the_demo_settings():
     preset = load_config(root / "adapmtl_cpu.yaml")
     preset.eval.reference = sparse.eval.reference
     assert preset == sparse
+
+
+SUITES = sorted((Path(__file__).parents[1] / "configs" / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
+def test_suite_loads_and_plans_every_run_and_seed(path, tmp_path):
+    from adapmtl.analysis.compare import load_suite, plan
+
+    suite = load_suite(path, [])
+    planned = plan(suite, tmp_path)
+    assert {p.seed for p in planned} == set(suite.seeds)
+    assert all(p.config.method.name in METHODS for p in planned)
+    assert {r.name for r in suite.runs} <= {p.run_id.split("@")[0] for p in planned}
