@@ -6,17 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+from adapmtl.commands.common import add_weights_arguments
 from adapmtl.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "weights",
-        nargs="?",
-        help="weights file: safetensors (plain or exported) or a PyTorch state dict (.pt)",
+    add_weights_arguments(
+        parser,
+        "magnitude-prune every layer to this sparsity first and set BN statistics from a "
+        "random batch (for trying out, no training)",
     )
-    parser.add_argument("--model", required=True, help="model name, e.g. deeplab_resnet34")
-    parser.add_argument("--tasks", default="seg:40,normal:3,depth:1", help="NAME:CHANNELS,...")
     parser.add_argument("--input-size", default="321x321", help="HxW (default 321x321)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -24,13 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-repeats", type=int, default=5, help="timed runs per layer")
     parser.add_argument(
         "--kernels", default="direct,direct-wide,csr", help="sparse kernels to consider"
-    )
-    parser.add_argument(
-        "--prune",
-        type=float,
-        metavar="SPARSITY",
-        help="magnitude-prune every layer to this sparsity first and set BN statistics from a "
-        "random batch (for trying out, no training)",
     )
     parser.add_argument("--json", help="also write the measurements to this JSON file")
 

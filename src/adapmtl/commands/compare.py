@@ -7,17 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from adapmtl.commands.common import add_set_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", type=Path, required=True, help="suite YAML (configs/suites/)")
     parser.add_argument("--out", type=Path, help="output directory (default: runs/<suite name>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of every run, e.g. --set train.iterations=200 (repeatable)",
+    add_set_argument(
+        parser, "override a setting of every run, e.g. --set train.iterations=200 (repeatable)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="run these seeds instead")
     parser.add_argument("--plan", action="store_true", help="list the runs and their state, exit")

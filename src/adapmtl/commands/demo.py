@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapmtl.commands.common import add_set_argument
 from adapmtl.config import apply_overrides, from_dict
 
 DEMO_SETTINGS: dict[str, Any] = {
@@ -46,14 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--target", type=float, default=0.9, help="target overall sparsity")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of both runs",
-    )
+    add_set_argument(parser, "override a setting of both runs")
     parser.add_argument("--quiet", action="store_true")
 
 

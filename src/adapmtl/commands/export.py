@@ -5,25 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from adapmtl.commands.common import add_weights_arguments
 from adapmtl.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "weights",
-        nargs="?",
-        help="weights file: safetensors (plain or exported) or a PyTorch state dict (.pt)",
+    add_weights_arguments(
+        parser, "magnitude-prune every layer to this sparsity first (for trying out, no training)"
     )
-    parser.add_argument("--model", required=True, help="model name, e.g. deeplab_resnet34")
-    parser.add_argument("--tasks", default="seg:40,normal:3,depth:1", help="NAME:CHANNELS,...")
     parser.add_argument("--format", choices=("dense", "sparse"), default="sparse")
     parser.add_argument("-o", "--output", required=True, help="output .safetensors file")
-    parser.add_argument(
-        "--prune",
-        type=float,
-        metavar="SPARSITY",
-        help="magnitude-prune every layer to this sparsity first (for trying out, no training)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
