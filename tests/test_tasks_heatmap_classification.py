@@ -1,4 +1,4 @@
-"""Keypoint/edge maps (L1, MAE) and image-level classification (CE, accuracy)."""
+"""Keypoint/edge maps (L1 or BCE, MAE) and image-level classification (CE, accuracy)."""
 
 import numpy as np
 import pytest
@@ -31,6 +31,40 @@ def test_heatmap_batch_average():
     metric.update(torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]]))  # mean 2, B=1
     metric.update(torch.zeros(2, 1, 1, 1), torch.tensor([[[[5.0]]], [[[255.0]]]]))  # mean 5, B=2
     assert metric.compute()["mae"] == pytest.approx((2 * 1 + 5 * 2) / 3)
+
+
+def test_heatmap_bce_loss_and_mae_of_the_sigmoid_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0, -1.0, 5.0]]]])
+    target = torch.tensor([[[[1.0, 0.25, 0.0, 255.0]]]])
+    task = HeatmapTask("edge", loss="bce")
+
+    def bce(x: float, y: float) -> float:
+        p = 1 / (1 + np.exp(-x))
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    expected = (bce(0.0, 1.0) + bce(2.0, 0.25) + bce(-1.0, 0.0)) / 3  # the 255 pixel is ignored
+    assert task.loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    metric = task.new_metric()
+    metric.update(logits, target)
+    sigmoid = 1 / (1 + np.exp(-np.array([0.0, 2.0, -1.0])))
+    mae = np.abs(sigmoid - np.array([1.0, 0.25, 0.0])).mean()
+    assert metric.compute()["mae"] == pytest.approx(mae, rel=1e-6)
+
+
+def test_heatmap_bce_refuses_targets_outside_0_1_and_unknown_losses():
+    with pytest.raises(ValueError, match=r"'keypoint': loss 'bce' needs targets in \[0, 1\]"):
+        HeatmapTask("keypoint", loss="bce").loss(
+            torch.zeros(1, 1, 1, 2), torch.tensor([[[[-1.0, 1.0]]]])
+        )
+    with pytest.raises(ValueError, match=r"loss must be one of \['l1', 'bce'\], got 'l2'"):
+        HeatmapTask("edge", loss="l2")
+
+
+def test_scenes_task_set_takes_a_loss_per_heatmap_task():
+    from adapmtl.tasks import task_set
+
+    tasks = task_set("scenes", options={"edge": {"loss": "bce"}})
+    assert tasks["edge"].loss_kind == "bce" and tasks["keypoint"].loss_kind == "l1"
 
 
 def test_classification_accuracy_and_loss_against_numpy():

@@ -1,11 +1,12 @@
 """Keypoint and edge maps: L1 loss and mean absolute error over valid pixels
-(paper Section 4.1.2; REFERENCE.md §5)."""
+(paper Section 4.1.2; REFERENCE.md §5), or binary cross-entropy on logits for [0, 1] maps."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from adapmtl.tasks.base import (
@@ -19,6 +20,7 @@ from adapmtl.tasks.base import (
 )
 
 INVALID = 255.0
+LOSSES = ("l1", "bce")
 
 
 class HeatmapTask(Task):
@@ -26,16 +28,22 @@ class HeatmapTask(Task):
 
     Values are used as given: Taskonomy's readers scale them to [-1, 1], the synthetic scenes
     produce [0, 1]. ``average``: ``"pooled"`` = MAE over all valid pixels of the set; ``"batch"``
-    = the references' per-batch MAE weighted by batch size.
+    = the references' per-batch MAE weighted by batch size. ``loss``: ``"l1"`` (the paper's) on
+    the raw output, or ``"bce"``: the output is a logit, trained with binary cross-entropy against
+    targets in [0, 1] and measured (MAE) after a sigmoid. On sparse [0, 1] maps such as the
+    scenes' edges and keypoints, L1 is minimised by predicting 0 almost everywhere, so the head
+    learns nothing; BCE does learn them (docs/results/data_difficulty_bce.md).
     """
 
     metric_directions: ClassVar[dict[str, bool]] = {"mae": False}
 
-    def __init__(self, name: str, average: str = "pooled") -> None:
+    def __init__(self, name: str, average: str = "pooled", loss: str = "l1") -> None:
         check_choice(name, "average", average, AVERAGES)
+        check_choice(name, "loss", loss, LOSSES)
         self.name = name
         self.channels = 1
         self.average = average
+        self.loss_kind = loss
 
     def valid_mask(self, target: Tensor) -> Tensor:
         return target[:, 0] != INVALID
@@ -43,10 +51,26 @@ class HeatmapTask(Task):
     def check(self, pred: Tensor, target: Tensor) -> None:
         self.check_dense(pred, target, target_channels=1)
 
+    def prediction(self, pred: Tensor) -> Tensor:
+        """The map the output stands for: the output itself (L1) or its sigmoid (BCE)."""
+        return torch.sigmoid(pred) if self.loss_kind == "bce" else pred
+
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         self.check(pred, target)
         target = resize_nearest(target, pred.shape[-2:])
-        return masked_mean((pred - target).abs()[:, 0], self.valid_mask(target))
+        valid = self.valid_mask(target)
+        if self.loss_kind == "l1":
+            return masked_mean((pred - target).abs()[:, 0], valid)
+        values = target[:, 0][valid]
+        if values.numel() and (values.min() < 0 or values.max() > 1):
+            raise ValueError(
+                f"task {self.name!r}: loss 'bce' needs targets in [0, 1], got values in "
+                f"[{values.min().item():.4g}, {values.max().item():.4g}]"
+            )
+        per_pixel = F.binary_cross_entropy_with_logits(
+            pred[:, 0], torch.where(valid, target[:, 0], 0.0), reduction="none"
+        )
+        return masked_mean(per_pixel, valid)
 
     def new_metric(self) -> HeatmapMetric:
         return HeatmapMetric(self)
@@ -68,7 +92,7 @@ class HeatmapMetric(Metric):
     def update(self, pred: Tensor, target: Tensor) -> None:
         self.task.check(pred, target)
         with torch.no_grad():
-            pred = resize_nearest(pred, target.shape[-2:])
+            pred = self.task.prediction(resize_nearest(pred, target.shape[-2:]))
             valid = self.task.valid_mask(target)
             errors = (pred[:, 0][valid].double() - target[:, 0][valid].double()).abs()
             if errors.numel() == 0:
