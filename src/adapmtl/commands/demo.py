@@ -35,7 +35,7 @@ DEMO_SETTINGS: dict[str, Any] = {
         "threshold_weight_decay": 0.01,
     },
     "method": {"name": "adapmtl", "target": 0.9, "options": {"init": -7.0}},
-    "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 150}},
+    "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 150, "lam": 3.0}},
     "train": {"iterations": 600, "val_every": 200, "log_every": 10, "checkpoint_every": 200},
 }
 """The demo's AdapMTL run (``configs/scenes/adapmtl_cpu.yaml`` holds the same settings); the dense
