@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from adapmtl.commands.common import add_weights_arguments
+from adapmtl.commands.common import add_weights_arguments, model_from_weights_arguments
 from adapmtl.errors import UserError
 
 
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adapmtl.inference import compare_end_to_end, numba_available, optimize
-    from adapmtl.inference.loading import load_model, parse_size, parse_tasks
-    from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
+    from adapmtl.inference.loading import parse_size
+    from adapmtl.inference.pruning import calibrate_batchnorm
 
     if args.weights is None and args.prune is None:
         raise UserError("give a weights file, or --prune SPARSITY to bench a pruned random model")
@@ -44,12 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--repeats, --layer-repeats and --batch must be positive")
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     height, width = parse_size(args.input_size)
-    model = load_model(args.model, args.weights, parse_tasks(args.tasks))
+    model = model_from_weights_arguments(args)
     if args.prune is not None:
-        try:
-            magnitude_prune(model, args.prune)
-        except ValueError as err:
-            raise UserError(f"--prune {args.prune}: {err}") from None
         calibrate_batchnorm(model, torch.randn(2, 3, height, width))
     if not numba_available():
         print("numba is not installed: only CSR kernels (1x1 convs, Linear) are tried")

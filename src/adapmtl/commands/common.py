@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapmtl.config import Config, load_config
+from adapmtl.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -35,3 +40,18 @@ def add_weights_arguments(parser: argparse.ArgumentParser, prune_help: str) -> N
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+def model_from_weights_arguments(args: argparse.Namespace) -> nn.Module:
+    """The model named by :func:`add_weights_arguments`: built, loaded from the weights file
+    (random when there is none) and magnitude-pruned to ``--prune`` when given."""
+    from adapmtl.inference.loading import load_model, parse_tasks
+    from adapmtl.inference.pruning import magnitude_prune
+
+    model = load_model(args.model, args.weights, parse_tasks(args.tasks))
+    if args.prune is not None:
+        try:
+            magnitude_prune(model, args.prune)
+        except ValueError as err:
+            raise UserError(f"--prune {args.prune}: {err}") from None
+    return model

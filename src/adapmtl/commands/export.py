@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adapmtl.commands.common import add_weights_arguments
+from adapmtl.commands.common import add_weights_arguments, model_from_weights_arguments
 from adapmtl.errors import UserError
 
 
@@ -18,20 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapmtl.inference.loading import load_model, parse_tasks
-    from adapmtl.inference.pruning import magnitude_prune
     from adapmtl.sparsity.export import export_model
 
     if args.weights is None and args.prune is None:
         raise UserError("give a weights file, or --prune SPARSITY to export a pruned random model")
     if not args.output.endswith(".safetensors"):
         raise UserError(f"--output {args.output!r}: expected a .safetensors file name")
-    model = load_model(args.model, args.weights, parse_tasks(args.tasks))
-    if args.prune is not None:
-        try:
-            magnitude_prune(model, args.prune)
-        except ValueError as err:
-            raise UserError(f"--prune {args.prune}: {err}") from None
+    model = model_from_weights_arguments(args)
     metadata = {"adapmtl.model": args.model, "adapmtl.tasks": args.tasks}
     path = export_model(model, args.output, format=args.format, metadata=metadata)
     print(f"wrote {path} ({args.format}, {Path(path).stat().st_size / 2**20:.2f} MiB)")
