@@ -1,10 +1,27 @@
-"""``adapmtl``: component-wise learnable soft thresholds (paper Sections 3.1-3.2) with the
+"""``adapmtl``: component-wise learnable thresholds (paper Sections 3.1-3.2) with the
 target-sparsity controller; the ablations of Table 5 are its ``grouping`` option (the adaptive
-weighting is configured in the ``weighting`` section)."""
+weighting is configured in the ``weighting`` section).
+
+Three choices make up the method, each an option; ``recipe`` fills the ones left unset:
+
+* ``threshold``: ``soft`` (paper Eq. 2, survivors shrunk by alpha) or ``hard`` (the same
+  thresholds as a hard mask, survivors whole);
+* ``level`` (how overall sparsity reaches the target): ``none`` (fixed threshold weight decay, as
+  the references: the end point depends on ``optim.threshold_weight_decay``), ``pressure``
+  (:class:`~adapmtl.sparsity.pressure.ThresholdPressure`) or ``schedule``
+  (:class:`~adapmtl.sparsity.level.ScheduledLevel`: exact, on the cubic schedule);
+* ``allocation`` (how the thresholds move relative to each other): ``gradient`` (the optimizer,
+  from the task loss through Eq. 4-5), ``cost`` (:class:`~adapmtl.sparsity.allocation.
+  CostAllocation`: equal marginal removal cost per weight) or ``none`` (all thresholds move
+  together: one global magnitude order).
+
+``recipe: paper`` is the paper's and reference code's behaviour (soft, none, gradient);
+``recipe: recommended`` is the default chosen by the quality suites (docs/methods.md).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -16,7 +33,20 @@ from adapmtl.sparsity import (
     overall_sparsity,
     param_groups,
     sparsify,
+    thresholds,
 )
+from adapmtl.sparsity.allocation import CostAllocation
+from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
+
+RECIPES: dict[str, dict[str, str]] = {
+    "paper": {"threshold": "soft", "level": "none", "allocation": "gradient"},
+    "recommended": {"threshold": "hard", "level": "schedule", "allocation": "cost"},
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "threshold": ("soft", "hard"),
+    "level": ("schedule", "pressure", "none"),
+    "allocation": ("gradient", "cost", "none"),
+}
 
 
 @METHODS.register("adapmtl")
@@ -25,6 +55,15 @@ class AdapMTL(Method):
 
     @dataclass
     class Options:
+        recipe: str = "recommended"
+        """``recommended`` or ``paper``: the values of ``threshold``, ``level`` and
+        ``allocation`` left unset (see the module docstring)."""
+        threshold: str | None = None
+        """``soft`` (paper Eq. 2) or ``hard``."""
+        level: str | None = None
+        """``schedule``, ``pressure`` or ``none``."""
+        allocation: str | None = None
+        """``gradient``, ``cost`` or ``none``."""
         grouping: str = "component"
         """``component`` (AdapMTL), ``global`` (w/o adaptive thresholds), ``backbone_heads``
         (only 2 adaptive thresholds), ``layer`` (STR-style)."""
@@ -34,25 +73,37 @@ class AdapMTL(Method):
         """``freeze_mask`` (paper) or ``official`` (freeze thresholds only)."""
         check_every: int = 1
         exclude: list[str] = field(default_factory=list)
-        pressure: str = "schedule"
-        """``schedule``: steer the thresholds' weight decay so overall sparsity follows a cubic
-        schedule to the target (``ThresholdPressure``); ``none``: fixed weight decay, as the
-        references (the final sparsity then depends on ``optim.threshold_weight_decay``)."""
-        pressure_until: float = 0.5
-        """Fraction of training at which the schedule reaches the target."""
+        schedule_start: float = 0.1
+        """Fraction of training at which the cubic schedule starts (``level: schedule``)."""
+        schedule_until: float = 0.5
+        """Fraction of training at which the schedule reaches the target (``schedule`` and
+        ``pressure``)."""
         pressure_growth: float = 1.02
-        """Factor applied to the thresholds' weight decay per iteration while steering."""
+        """Factor applied to the thresholds' weight decay per iteration (``level: pressure``)."""
+        cost_rate: float = 0.02
+        """Step in log alpha per unit of log cost (``allocation: cost``)."""
+        cost_band: float = 0.25
+        """Relative width of the band above each threshold whose cost is measured."""
 
     def __init__(self, target: float | None, options: Options) -> None:
         if target is None:
             raise ValueError("adapmtl needs a target sparsity (method.target)")
-        if options.pressure not in ("schedule", "none"):
-            raise ValueError(f"pressure must be 'schedule' or 'none', got {options.pressure!r}")
-        if not 0.0 < options.pressure_until <= 1.0:
-            raise ValueError(f"pressure_until must be in (0, 1], got {options.pressure_until!r}")
+        options = resolve_recipe(options)
+        if options.level == "none" and options.allocation != "gradient":
+            raise ValueError(
+                f"allocation {options.allocation!r} needs level 'schedule' or 'pressure': with "
+                "level 'none' only the optimizer moves the thresholds"
+            )
+        if not 0.0 <= options.schedule_start < options.schedule_until <= 1.0:
+            raise ValueError(
+                "need 0 <= schedule_start < schedule_until <= 1, got "
+                f"{options.schedule_start!r} and {options.schedule_until!r}"
+            )
         super().__init__(target, options)
         self.controller: TargetSparsityController | None = None
         self.pressure: ThresholdPressure | None = None
+        self.level: ScheduledLevel | None = None
+        self.allocation: CostAllocation | None = None
 
     def prepare(self, model: nn.Module) -> nn.Module:
         sparsify(
@@ -60,7 +111,15 @@ class AdapMTL(Method):
             grouping=self.options.grouping,
             init=self.options.init,
             exclude=self.options.exclude,
+            mode=self.options.threshold,
         )
+        if self.options.allocation != "gradient":
+            for theta in thresholds(model).values():
+                theta.requires_grad_(False)
+        if self.options.allocation == "cost":
+            self.allocation = CostAllocation(
+                model, rate=self.options.cost_rate, band=self.options.cost_band
+            )
         self.controller = TargetSparsityController(
             model, self.target, mode=self.options.controller, check_every=self.options.check_every
         )
@@ -87,16 +146,39 @@ class AdapMTL(Method):
     def after_backward(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
         self.controller.step(iteration)
-        if self.options.pressure == "none" or self.controller.frozen:
+        if self.controller.frozen:
             return
-        if self.pressure is None:
-            until = max(1, round(self.options.pressure_until * ctx.iterations))
-            self.pressure = ThresholdPressure(
-                self.target, until, growth=self.options.pressure_growth
-            )
-        sparsity = self.controller.last_sparsity
-        if sparsity is not None:
-            self.pressure.update(ctx.optimizer, iteration, sparsity)
+        if self.allocation is not None:
+            self.allocation.observe()
+            self.allocation.step()
+        if self.options.level == "pressure":
+            if self.pressure is None:
+                until = max(1, round(self.options.schedule_until * ctx.iterations))
+                self.pressure = ThresholdPressure(
+                    self.target, until, growth=self.options.pressure_growth
+                )
+            sparsity = self.controller.last_sparsity
+            if sparsity is not None:
+                self.pressure.update(ctx.optimizer, iteration, sparsity)
+
+    def on_start(self, ctx: TrainingContext) -> None:
+        if self.options.level == "schedule":
+            self._scheduled_level(ctx).begin()
+
+    def after_step(self, ctx: TrainingContext, iteration: int) -> None:
+        assert self.controller is not None
+        if self.options.level == "schedule" and not self.controller.frozen:
+            self._scheduled_level(ctx).step(iteration)
+
+    def _scheduled_level(self, ctx: TrainingContext) -> ScheduledLevel:
+        """Built on first use: the schedule's iterations depend on the run's length."""
+        if self.level is None:
+            assert self.controller is not None
+            start = round(self.options.schedule_start * ctx.iterations)
+            end = max(start + 1, round(self.options.schedule_until * ctx.iterations))
+            schedule = CubicSchedule(self.target, start, end)
+            self.level = ScheduledLevel(self.controller.model, schedule)
+        return self.level
 
     def at_target(self) -> bool:
         assert self.controller is not None
@@ -110,8 +192,25 @@ class AdapMTL(Method):
 
     def state_dict(self) -> dict[str, Any]:
         assert self.controller is not None
-        return {"controller": self.controller.state_dict()}
+        state: dict[str, Any] = {"controller": self.controller.state_dict()}
+        if self.allocation is not None:
+            state["allocation"] = self.allocation.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.controller is not None
         self.controller.load_state_dict(state["controller"])
+        if self.allocation is not None and "allocation" in state:
+            self.allocation.load_state_dict(state["allocation"])
+
+
+def resolve_recipe(options: AdapMTL.Options) -> AdapMTL.Options:
+    """The options with ``threshold``, ``level`` and ``allocation`` filled from ``recipe``;
+    raises ``ValueError`` naming a bad recipe or choice."""
+    if options.recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {options.recipe!r}")
+    filled = {key: getattr(options, key) or value for key, value in RECIPES[options.recipe].items()}
+    for key, value in filled.items():
+        if value not in CHOICES[key]:
+            raise ValueError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+    return replace(options, **filled)

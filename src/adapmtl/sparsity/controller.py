@@ -2,7 +2,8 @@
 
 The paper fixes the mask once the target overall sparsity is reached (Section 5). The official code
 instead drops the thresholds' gradients for every step at or above the target, which lets sparsity
-keep drifting upwards under weight decay (REFERENCE.md section 1). Both behaviours are offered:
+keep drifting upwards under weight decay (docs/reference_implementations.md). Both behaviours are
+offered:
 
 * ``freeze_mask`` (default, the paper's description): at the first check where overall sparsity
   >= target, the thresholds are lowered by one common factor so that overall sparsity equals the
@@ -18,12 +19,11 @@ Call :meth:`TargetSparsityController.step` after ``backward()`` and before ``opt
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import torch
 from torch import nn
 
+from adapmtl.sparsity.level import rescale_thresholds
 from adapmtl.sparsity.masks import freeze_masks
 from adapmtl.sparsity.report import overall_sparsity
 from adapmtl.sparsity.sparsify import sparse_layers, thresholds
@@ -31,37 +31,16 @@ from adapmtl.sparsity.sparsify import sparse_layers, thresholds
 CONTROLLER_MODES = ("freeze_mask", "official")
 
 
-@torch.no_grad()
 def land_on_target(model: nn.Module, target: float) -> None:
     """Scale every threshold by one factor c <= 1 so that overall sparsity is ``target``.
 
     A weight is pruned when |W| <= alpha_g, i.e. when |W| / alpha_g <= 1. With thresholds
     c * alpha_g the pruned set is {|W| / alpha_g <= c}, so c is the ``target`` quantile of the
-    ratios |W| / alpha_g over all soft-thresholded weights. Called only when sparsity >= target,
+    ratios |W| / alpha_g over all thresholded weights
+    (:func:`~adapmtl.sparsity.level.rescale_thresholds`). Called only when sparsity >= target,
     hence c <= 1: thresholds only go down, and every group keeps its share of the pruning order.
     """
-    ratios, alphas = [], {}
-    for _, module, p in sparse_layers(model):
-        if p.masked or p.theta is None:
-            continue
-        alphas[p.group] = torch.sigmoid(p.theta)
-        ratios.append((module.parametrizations.weight.original.abs() / alphas[p.group]).flatten())
-    if not ratios:
-        return
-    everything = torch.cat(ratios).float().cpu()
-    pruned = math.ceil(target * everything.numel())
-    if not 1 <= pruned < everything.numel():
-        return
-    last_pruned = torch.kthvalue(everything, pruned).values
-    first_kept = torch.kthvalue(everything, pruned + 1).values
-    # halfway between the two: robust to the rounding of logit/sigmoid when the new thresholds
-    # are written back
-    factor = (last_pruned + first_kept) / 2
-    if factor >= 1:
-        return
-    for group, theta in thresholds(model).items():
-        if group in alphas:
-            theta.copy_(torch.logit(alphas[group] * factor.to(alphas[group])))
+    rescale_thresholds(model, target, only_down=True)
 
 
 class TargetSparsityController:

@@ -1,10 +1,13 @@
 """The one weight parametrization every pruning method uses.
 
 A prunable weight ``W`` is replaced, through ``torch.nn.utils.parametrize``, by an effective weight
-computed in one of two modes:
+computed in one of three modes:
 
 * **soft threshold** (paper Eq. 2): ``S(W, a) = sign(W) * relu(|W| - a)``, ``a = sigmoid(theta)``,
   where ``theta`` is the learnable threshold of the weight's group;
+* **hard threshold**: ``H(W, a) = W * 1[|W| > a]`` with the same learnable ``a``: the survivors keep
+  their full value (no shrinkage by ``a``); theta's gradient is the soft threshold's (Eq. 4-5), used
+  as a surrogate, and the weights' gradient is the soft threshold's too (pruned weights get none);
 * **mask**: ``W * M`` for a fixed boolean mask ``M`` (SNIP, LTH, IMP, DiSparse, and AdapMTL once the
   target-sparsity controller has frozen the mask).
 
@@ -52,9 +55,32 @@ class _SoftThreshold(torch.autograd.Function):
         return signs.abs_().mul_(grad_out), grad_alpha
 
 
+class _HardThreshold(torch.autograd.Function):
+    """H(W, a) = W * 1[|W| > a], with the soft threshold's sub-gradients as a surrogate.
+
+    dH/dW = B and dH/da = -sign(W) * B with ``B = |W| > a`` (Eq. 4-5 applied unchanged): the
+    threshold sees the same signal as in soft mode, while the forward pass keeps the survivors
+    whole.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        out = weight * (weight.abs() > alpha)
+        ctx.save_for_backward(out)
+        ctx.alpha_shape = alpha.shape
+        return out
+
+    backward = _SoftThreshold.backward
+
+
 def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta."""
     return _SoftThreshold.apply(weight, torch.sigmoid(theta))
+
+
+def hard_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``W * 1[|W| > sigmoid(theta)]``, with the soft threshold's sub-gradients (a surrogate)."""
+    return _HardThreshold.apply(weight, torch.sigmoid(theta))
 
 
 class SparseWeight(nn.Module):
@@ -63,17 +89,21 @@ class SparseWeight(nn.Module):
     ``thresholds`` is the model's threshold dictionary; it is held as a plain attribute, not a
     submodule, so each threshold appears once in ``state_dict`` (under the model), safetensors can
     save the model, and ``copy.deepcopy`` re-points the reference to the copied dictionary.
-    ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer.
+    ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer; ``hard``
+    applies the threshold as a hard mask (:func:`hard_threshold`) instead of Eq. 2.
     """
 
     mask: torch.Tensor
 
-    def __init__(self, thresholds: nn.ParameterDict | None, group: str | None) -> None:
+    def __init__(
+        self, thresholds: nn.ParameterDict | None, group: str | None, *, hard: bool = False
+    ) -> None:
         super().__init__()
         if (thresholds is None) != (group is None):
             raise ValueError("thresholds and group must be given together")
         object.__setattr__(self, "thresholds", thresholds)
         self.group = group
+        self.hard = hard
         self.register_buffer("mask", torch.ones(0, dtype=torch.bool))
 
     @property
@@ -90,7 +120,8 @@ class SparseWeight(nn.Module):
             return weight * self.mask
         if self.group is None:
             return weight
-        return soft_threshold(weight, self.thresholds[self.group])
+        threshold = hard_threshold if self.hard else soft_threshold
+        return threshold(weight, self.thresholds[self.group])
 
     def active(self, weight: torch.Tensor) -> torch.Tensor:
         """Boolean map of the weights that are nonzero in the effective weight (no autograd)."""
@@ -123,5 +154,7 @@ class SparseWeight(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        mode = "mask" if self.masked else ("soft-threshold" if self.group is not None else "dense")
+        mode = "mask" if self.masked else "dense"
+        if not self.masked and self.group is not None:
+            mode = "hard-threshold" if self.hard else "soft-threshold"
         return f"mode={mode}, group={self.group!r}"

@@ -1,15 +1,17 @@
-"""Threshold pressure: reach a target sparsity by a chosen iteration without hand-tuning.
+"""Threshold pressure: the earlier way of reaching a target, kept as ``level: pressure``.
 
-In the reference code the thresholds rise only through weight decay on theta (REFERENCE.md §1):
-Adam adds ``wd * theta`` (negative) to theta's gradient, while the task loss pushes back on the
-thresholds of the components it needs. Where the two balance depends on ``wd``, so the final
-sparsity is set by ``wd`` rather than by the requested target, and most logged runs end far from
-it. :class:`ThresholdPressure` closes that loop: it follows a cubic sparsity schedule (Zhu & Gupta)
-from 0 to the target at ``until``, multiplying the thresholds' weight decay by ``growth`` at every
-check where overall sparsity lags the schedule and dividing it when sparsity is ahead. Each
-component's threshold still stops where its own task gradient balances the common pressure, so
-the allocation across components remains the learned one (paper Section 3.2); only the overall
-level is steered.
+In the reference implementations the thresholds rise only through weight decay on theta: Adam
+adds ``wd * theta`` (negative) to theta's gradient, while the task loss pushes back on the
+thresholds of the components it needs (docs/reference_implementations.md). Where the two balance
+depends on ``wd``, so the final sparsity is set by ``wd`` rather than by the requested target.
+:class:`ThresholdPressure` follows a cubic sparsity schedule from 0 to the target at ``until``,
+multiplying the thresholds' weight decay by ``growth`` at every check where overall sparsity lags
+the schedule and dividing it when sparsity is ahead.
+
+Measured limits (docs/methods.md, "Reaching the target"): it is a bang-bang integrator driving an
+actuator that Adam caps at about ``threshold_lr`` per step, so it winds up, holds every theta in
+lockstep until the freeze, and misses the target when ``threshold_lr`` is small for the budget.
+:class:`~adapmtl.sparsity.level.ScheduledLevel` replaces it as the default.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from adapmtl.sparsity.level import CubicSchedule
 
 THRESHOLD_GROUP = "thresholds"
 
@@ -48,14 +52,14 @@ class ThresholdPressure:
             raise ValueError(f"growth must be > 1, got {growth!r}")
         self.target = target
         self.until = until
+        self.cubic = CubicSchedule(target, 0, until)
         self.growth = growth
         self.min_decay = min_decay
         self.max_decay = max_decay
 
     def schedule(self, iteration: int) -> float:
         """Cubic schedule s*(t) = target * (1 - (1 - t / until)^3), then the target."""
-        progress = min(1.0, max(0.0, iteration / self.until))
-        return self.target * (1.0 - (1.0 - progress) ** 3)
+        return self.cubic(iteration)
 
     def update(self, optimizer: torch.optim.Optimizer, iteration: int, sparsity: float) -> float:
         """Adjust the thresholds' weight decay from the current overall sparsity; returns it."""

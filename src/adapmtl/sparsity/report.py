@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from adapmtl.sparsity.parametrization import SparseWeight
 from adapmtl.sparsity.sparsify import layer_components, sparse_layers
 
 
@@ -90,6 +91,14 @@ class SparsityReport:
         return "\n".join(lines)
 
 
+def _mode(p: SparseWeight) -> str:
+    if p.masked:
+        return "mask"
+    if p.theta is None:
+        return "dense"
+    return "hard" if p.hard else "soft"
+
+
 @torch.no_grad()
 def report(model: nn.Module) -> SparsityReport:
     """Sparsity of a sparsified model: overall, per component, per layer, and its thresholds."""
@@ -103,7 +112,7 @@ def report(model: nn.Module) -> SparsityReport:
                 path=path,
                 component=owners.get(path, "?"),
                 group=p.group,
-                mode="mask" if p.masked else ("soft" if theta is not None else "dense"),
+                mode=_mode(p),
                 nonzero=int(p.active(weight).sum()),
                 total=weight.numel(),
                 theta=None if theta is None else float(theta),

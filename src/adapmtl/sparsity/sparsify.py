@@ -23,7 +23,8 @@ from adapmtl.sparsity.parametrization import SparseWeight
 THRESHOLDS_ATTR = "sparsity_thresholds"
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 GROUPINGS = ("component", "global", "backbone_heads", "layer")
-MODES = ("soft", "mask")
+MODES = ("soft", "hard", "mask")
+THRESHOLD_MODES = ("soft", "hard")
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,9 @@ def sparsify(
             group key. The default -6 gives alpha = 2.5e-3, below the bulk of |W| for the
             initialisations used here; the paper's supplement uses -20 with N(0, 0.01) weights.
         exclude: module paths or ``re:`` patterns never to prune.
-        mode: ``soft`` (learnable thresholds) or ``mask`` (all-ones masks for mask-based methods,
-            no thresholds).
+        mode: ``soft`` (learnable thresholds, paper Eq. 2), ``hard`` (the same learnable
+            thresholds applied as a hard mask, survivors unshrunk) or ``mask`` (all-ones masks for
+            mask-based methods, no thresholds).
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
     component or several, and when the model is already sparsified.
@@ -160,13 +162,13 @@ def sparsify(
             )
         if len(owners) > 1:
             raise ValueError(f"prunable weight {path}.weight matches several components {owners}")
-        group = _group_key(grouping, owners[0], path) if mode == "soft" else None
+        group = _group_key(grouping, owners[0], path) if mode in THRESHOLD_MODES else None
         layers.append(PrunableLayer(path, module, owners[0], group))
     if not layers:
         raise ValueError("model has no prunable Conv/Linear weights outside 'exclude'")
 
     table: nn.ParameterDict | None = None
-    if mode == "soft":
+    if mode in THRESHOLD_MODES:
         groups = sorted({str(layer.group) for layer in layers})
         missing = [g for g in groups if g not in init] if isinstance(init, Mapping) else []
         if missing:
@@ -180,10 +182,13 @@ def sparsify(
         setattr(model, THRESHOLDS_ATTR, table)
     for layer in layers:
         parametrize.register_parametrization(
-            layer.module, "weight", SparseWeight(table, layer.group), unsafe=True
+            layer.module,
+            "weight",
+            SparseWeight(table, layer.group, hard=mode == "hard"),
+            unsafe=True,
         )
     model._adapmtl_components = {layer.path: layer.component for layer in layers}
-    if mode == "soft":
+    if mode in THRESHOLD_MODES:
         _warn_if_mostly_pruned(model)
     return model
 
