@@ -15,7 +15,7 @@ from adapmtl.tasks import (
 
 
 def test_presets_tasks_channels_and_order():
-    assert TASK_SETS.names() == ["nyuv2", "scenes", "taskonomy"]
+    assert TASK_SETS.names() == ["fashion_pairs", "nyuv2", "scenes", "taskonomy"]
     nyu = task_set("nyuv2")
     assert list(nyu) == ["seg", "normal", "depth"]
     assert [t.channels for t in nyu.values()] == [40, 3, 1]
@@ -28,6 +28,9 @@ def test_presets_tasks_channels_and_order():
     assert list(scenes) == ["seg", "normal", "depth", "keypoint", "edge"]
     assert scenes["seg"].channels == 8 and task_set("scenes", seg_classes=5)["seg"].channels == 5
     assert isinstance(scenes["normal"], NormalTask) and isinstance(scenes["depth"], DepthTask)
+    pairs = task_set("fashion_pairs")
+    assert list(pairs) == ["left", "right"]
+    assert all(isinstance(t, ClassificationTask) and t.channels == 10 for t in pairs.values())
 
 
 def test_subset_keeps_preset_order():

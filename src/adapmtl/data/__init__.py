@@ -1,6 +1,6 @@
-"""Datasets: the embedded synthetic scenes and readers for NYUv2 and Taskonomy in their public
-layouts. Every dataset returns ``(image [3, H, W] float32, {task: target})`` with the target
-conventions of docs/architecture.md; see docs/data.md.
+"""Datasets: the embedded synthetic scenes, readers for NYUv2 and Taskonomy in their public
+layouts and Fashion-MNIST pairs. Every dataset returns ``(image [C, H, W] float32, {task:
+target})`` with the target conventions of docs/architecture.md; see docs/data.md.
 
 Submodules are imported lazily, so ``import adapmtl.data`` does not import Pillow.
 """
@@ -17,6 +17,7 @@ _EXPORTS = {
     "NYUv2AdaShare": "adapmtl.data.nyuv2",
     "NYUv2MTAN": "adapmtl.data.nyuv2",
     "Taskonomy": "adapmtl.data.taskonomy",
+    "FashionPairs": "adapmtl.data.fashion",
     "DataError": "adapmtl.data.errors",
     "MissingDataError": "adapmtl.data.errors",
     "TASK_NAMES": "adapmtl.data.sample",

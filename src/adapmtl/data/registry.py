@@ -3,7 +3,8 @@
 Names and options: ``scenes`` (n, size, seed, augment, cache), ``nyuv2_adashare`` (root, size,
 augment, seed, normal_decoding, num_classes, listing), ``nyuv2_mtan`` (root, size, augment, seed,
 num_classes), ``taskonomy`` (root, size, augment, seed, load_size, unlabelled, path_template,
-listing, num_classes). ``tasks=None`` selects every task the dataset provides.
+listing, num_classes), ``fashion_pairs`` (n, root, seed, shift, holdout, normalise).
+``tasks=None`` selects every task the dataset provides.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def _dataset_class(name: str) -> type:
         from adapmtl.data.scenes import ScenesDataset
 
         return ScenesDataset
+    if name == "fashion_pairs":
+        from adapmtl.data.fashion import FashionPairs
+
+        return FashionPairs
     if name == "taskonomy":
         from adapmtl.data.taskonomy import Taskonomy
 
@@ -55,7 +60,7 @@ def _factory(name: str):
     return build
 
 
-for _name in ("scenes", "nyuv2_adashare", "nyuv2_mtan", "taskonomy"):
+for _name in ("scenes", "nyuv2_adashare", "nyuv2_mtan", "taskonomy", "fashion_pairs"):
     DATASETS.register(_name)(_factory(_name))
 
 

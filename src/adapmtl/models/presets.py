@@ -5,6 +5,8 @@ task; ``tasks`` maps task name -> output channels, in order (e.g. ``{"seg": 40, 
 "depth": 1}``). Overrides: ``width`` (backbone channel multiplier), ``head_channels`` (ASPP hidden
 size), ``rates`` (ASPP dilation rates), ``dropout`` (ASPP dropout), ``upsample`` (outputs at input
 size instead of head resolution), and for the ResNet models ``init_std`` (backbone conv init).
+``lenet_mtl`` (image classification, :mod:`adapmtl.models.lenet`) has an MLP head per task instead
+and its own overrides: ``in_channels``, ``input_size``, ``features``, ``head_hidden``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from adapmtl.errors import UserError
 from adapmtl.models.aspp import DEFAULT_DROPOUT, DEFAULT_HIDDEN, DEFAULT_RATES, ASPPHead
+from adapmtl.models.lenet import lenet_mtl
 from adapmtl.models.mobilenetv2 import MobileNetV2
 from adapmtl.models.multitask import MultiTaskModel
 from adapmtl.models.resnet import DeepLabResNet
@@ -85,6 +88,8 @@ PRESETS: dict[str, Callable[..., MultiTaskModel]] = {
     # with 128-channel heads keeps it at 6 % of the prunable weights (1.4 % at full size).
     "deeplab_resnet34_cpu": partial(deeplab_resnet34, width=0.25, head_channels=256),
     "mobilenetv2_cpu": partial(mobilenetv2, width=0.5, head_channels=128),
+    # Classification on small grayscale canvases (fashion_pairs); models/lenet.py.
+    "lenet_mtl": lenet_mtl,
 }
 for _name, _factory in PRESETS.items():
     MODELS.register(_name)(_factory)

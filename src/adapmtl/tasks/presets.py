@@ -1,4 +1,5 @@
-"""Task sets by name (``nyuv2``, ``taskonomy``, ``scenes``) and task types for custom sets.
+"""Task sets by name (``nyuv2``, ``taskonomy``, ``scenes``, ``fashion_pairs``) and task types for
+custom sets.
 
 ``task_set(name, tasks=..., options=..., **kwargs)`` returns an ordered ``{task name: Task}`` in
 the order of the paper's tables (seg, normal, depth, keypoint, edge). ``tasks`` selects a subset
@@ -136,6 +137,16 @@ def scenes(
         ("edge", HeatmapTask, {}),
     ]
     return _dense_set("scenes", specs, conventions, options)
+
+
+@TASK_SETS.register("fashion_pairs")
+def fashion_pairs(conventions: str = "standard", options: Options | None = None) -> TaskSet:
+    """Fashion-MNIST pairs: the 10-class labels of the ``left`` and the ``right`` item."""
+    specs = [
+        ("left", ClassificationTask, {"num_classes": 10}),
+        ("right", ClassificationTask, {"num_classes": 10}),
+    ]
+    return _dense_set("fashion_pairs", specs, conventions, options)
 
 
 def select_tasks(
