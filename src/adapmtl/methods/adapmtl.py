@@ -38,9 +38,9 @@ from adapmtl.sparsity import (
 from adapmtl.sparsity.allocation import CostAllocation
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
 
-RECIPES: dict[str, dict[str, str]] = {
-    "paper": {"threshold": "soft", "level": "none", "allocation": "gradient"},
-    "recommended": {"threshold": "hard", "level": "schedule", "allocation": "cost"},
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"threshold": "soft", "regrow": False, "level": "none", "allocation": "gradient"},
+    "recommended": {"threshold": "hard", "regrow": True, "level": "schedule", "allocation": "cost"},
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "threshold": ("soft", "hard"),
@@ -60,6 +60,9 @@ class AdapMTL(Method):
         ``allocation`` left unset (see the module docstring)."""
         threshold: str | None = None
         """``soft`` (paper Eq. 2) or ``hard``."""
+        regrow: bool | None = None
+        """Hard thresholds only: pruned weights keep the straight-through gradient and come back
+        when they grow above the threshold, until the mask is frozen."""
         level: str | None = None
         """``schedule``, ``pressure`` or ``none``."""
         allocation: str | None = None
@@ -112,6 +115,7 @@ class AdapMTL(Method):
             init=self.options.init,
             exclude=self.options.exclude,
             mode=self.options.threshold,
+            regrow=self.options.regrow,
         )
         if self.options.allocation != "gradient":
             for theta in thresholds(model).values():

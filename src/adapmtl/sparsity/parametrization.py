@@ -7,7 +7,10 @@ computed in one of three modes:
   where ``theta`` is the learnable threshold of the weight's group;
 * **hard threshold**: ``H(W, a) = W * 1[|W| > a]`` with the same learnable ``a``: the survivors keep
   their full value (no shrinkage by ``a``); theta's gradient is the soft threshold's (Eq. 4-5), used
-  as a surrogate, and the weights' gradient is the soft threshold's too (pruned weights get none);
+  as a surrogate. The weights' gradient is the soft threshold's too (pruned weights get none) or,
+  with ``regrow``, the straight-through gradient of the pruned model for every weight, so a pruned
+  weight keeps learning and comes back when it grows above the threshold (dynamic pruning with
+  feedback, Lin et al., 2020);
 * **mask**: ``W * M`` for a fixed boolean mask ``M`` (SNIP, LTH, IMP, DiSparse, and AdapMTL once the
   target-sparsity controller has frozen the mask).
 
@@ -73,14 +76,31 @@ class _HardThreshold(torch.autograd.Function):
     backward = _SoftThreshold.backward
 
 
+class _HardThresholdRegrow(_HardThreshold):
+    """H(W, a) with the straight-through weight gradient dH/dW = 1 (pruned weights included)."""
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        (out,) = ctx.saved_tensors
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            grad_alpha = -torch.dot(grad_out.reshape(-1), out.sign().reshape(-1))
+            grad_alpha = grad_alpha.reshape(ctx.alpha_shape)
+        return grad_out, grad_alpha
+
+
 def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta."""
     return _SoftThreshold.apply(weight, torch.sigmoid(theta))
 
 
-def hard_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``W * 1[|W| > sigmoid(theta)]``, with the soft threshold's sub-gradients (a surrogate)."""
-    return _HardThreshold.apply(weight, torch.sigmoid(theta))
+def hard_threshold(
+    weight: torch.Tensor, theta: torch.Tensor, *, regrow: bool = False
+) -> torch.Tensor:
+    """``W * 1[|W| > sigmoid(theta)]``, with the soft threshold's sub-gradients (a surrogate);
+    with ``regrow`` the weights get the straight-through gradient instead."""
+    function = _HardThresholdRegrow if regrow else _HardThreshold
+    return function.apply(weight, torch.sigmoid(theta))
 
 
 class SparseWeight(nn.Module):
@@ -90,20 +110,29 @@ class SparseWeight(nn.Module):
     submodule, so each threshold appears once in ``state_dict`` (under the model), safetensors can
     save the model, and ``copy.deepcopy`` re-points the reference to the copied dictionary.
     ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer; ``hard``
-    applies the threshold as a hard mask (:func:`hard_threshold`) instead of Eq. 2.
+    applies the threshold as a hard mask (:func:`hard_threshold`) instead of Eq. 2, and
+    ``regrow`` gives its pruned weights the straight-through gradient.
     """
 
     mask: torch.Tensor
 
     def __init__(
-        self, thresholds: nn.ParameterDict | None, group: str | None, *, hard: bool = False
+        self,
+        thresholds: nn.ParameterDict | None,
+        group: str | None,
+        *,
+        hard: bool = False,
+        regrow: bool = False,
     ) -> None:
         super().__init__()
         if (thresholds is None) != (group is None):
             raise ValueError("thresholds and group must be given together")
         object.__setattr__(self, "thresholds", thresholds)
         self.group = group
+        if regrow and not hard:
+            raise ValueError("regrow applies to hard thresholds only")
         self.hard = hard
+        self.regrow = regrow
         self.register_buffer("mask", torch.ones(0, dtype=torch.bool))
 
     @property
@@ -120,8 +149,10 @@ class SparseWeight(nn.Module):
             return weight * self.mask
         if self.group is None:
             return weight
-        threshold = hard_threshold if self.hard else soft_threshold
-        return threshold(weight, self.thresholds[self.group])
+        theta = self.thresholds[self.group]
+        if self.hard:
+            return hard_threshold(weight, theta, regrow=self.regrow)
+        return soft_threshold(weight, theta)
 
     def active(self, weight: torch.Tensor) -> torch.Tensor:
         """Boolean map of the weights that are nonzero in the effective weight (no autograd)."""

@@ -117,6 +117,7 @@ def sparsify(
     init: float | Mapping[str, float] = -6.0,
     exclude: Sequence[str] = (),
     mode: str = "soft",
+    regrow: bool = False,
 ) -> nn.Module:
     """Register a soft-threshold (or mask) parametrization on every prunable weight, in place.
 
@@ -134,6 +135,8 @@ def sparsify(
         mode: ``soft`` (learnable thresholds, paper Eq. 2), ``hard`` (the same learnable
             thresholds applied as a hard mask, survivors unshrunk) or ``mask`` (all-ones masks for
             mask-based methods, no thresholds).
+        regrow: with ``mode="hard"``, pruned weights keep receiving the straight-through gradient
+            and come back when they grow above the threshold.
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
     component or several, and when the model is already sparsified.
@@ -142,6 +145,8 @@ def sparsify(
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if regrow and mode != "hard":
+        raise ValueError(f"regrow needs mode 'hard', got mode {mode!r}")
     if is_sparsified(model):
         raise ValueError("model is already sparsified; bake(model) first to start over")
     if components is None:
@@ -184,7 +189,7 @@ def sparsify(
         parametrize.register_parametrization(
             layer.module,
             "weight",
-            SparseWeight(table, layer.group, hard=mode == "hard"),
+            SparseWeight(table, layer.group, hard=mode == "hard", regrow=regrow),
             unsafe=True,
         )
     model._adapmtl_components = {layer.path: layer.component for layer in layers}
