@@ -105,6 +105,21 @@ def test_raising_train_iterations_continues_a_finished_run_as_if_never_stopped(
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
+def test_resume_restores_the_results_of_a_run_stopped_before_writing_them(tiny_settings, tmp_path):
+    # what the earlier resume bug left (and what a kill between last.pt and results.json leaves)
+    config = write_config(tmp_path, tiny_settings, iterations=4, val_every=2, checkpoint_every=2)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
+    complete = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text('{"train_seconds": 9e-05, "skipped_steps": 0, "best": null}')
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    restored = json.loads((run / "results.json").read_text())
+    for key in ("iteration", "metrics", "loss", "sparsity", "target_reached", "best"):
+        assert restored[key] == complete[key], key
+    assert load_checkpoint(run / "last.pt")["iteration"] == 4
+
+
 def test_a_suite_run_finished_at_fewer_iterations_is_continued_not_refused(tiny_settings, tmp_path):
     from adapmtl.analysis.compare import plan, run_status
 
