@@ -39,7 +39,9 @@ from typing import Any
 
 import yaml
 
+from adapmtl.atomic import write_text
 from adapmtl.config import Config, _merge, _read_with_base, apply_overrides, from_dict
+from adapmtl.engine.target import miss_text, on_target, result_target
 from adapmtl.errors import UserError
 
 DENSE = "dense"
@@ -66,6 +68,8 @@ class Suite:
     runs: list[SuiteRun]
     targets: list[float] | None = None
     description: str = ""
+    overrides: list[str] = field(default_factory=list)
+    """The ``--set`` overrides applied to ``base`` (the description predates them)."""
 
     @property
     def dense(self) -> SuiteRun:
@@ -150,6 +154,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         runs=runs,
         targets=None if targets is None else [float(t) for t in targets],
         description=str(data.get("description") or ""),
+        overrides=list(overrides or []),
     )
     plan(suite, Path("suite-check"))  # validates every run's config now
     return suite
@@ -260,21 +265,45 @@ def _check_method_options(path: Path, name: str, config: Config) -> None:
 
 # --------------------------------------------------------------------------- running
 def run_status(planned: PlannedRun) -> str:
-    """``done`` (results.json written with this config), ``partial`` (a checkpoint to resume)
-    or ``todo``. A finished run made with a different config is an error, never overwritten."""
+    """``done`` (results.json of the last iteration, written with this config), ``partial`` (a
+    checkpoint to resume, or a finished run to continue because ``train.iterations`` was raised)
+    or ``todo``. A finished run made with another config is an error, never overwritten."""
+    from adapmtl.engine.trainer import config_without_length
+
     results = planned.run_dir / "results.json"
+    last = planned.run_dir / "last.pt"
     if results.is_file():
         saved = planned.run_dir / "config.yaml"
         theirs = yaml.safe_load(saved.read_text()) if saved.is_file() else None
         ours = planned.config.to_dict()
+        longer = (
+            isinstance(theirs, dict)
+            and config_without_length(theirs) == config_without_length(ours)
+            and (theirs.get("train") or {}).get("iterations", 0) < ours["train"]["iterations"]
+        )
+        if longer and last.is_file():
+            return "partial"
         if theirs != ours:
             sections = sorted(k for k in ours if (theirs or {}).get(k) != ours[k])
             raise UserError(
                 f"{planned.run_dir} holds a finished run made with a different config "
                 f"(sections {sections}); delete it or compare into another --out directory"
             )
-        return "done"
-    return "partial" if (planned.run_dir / "last.pt").is_file() else "todo"
+        if _final_results(results, planned.config.train.iterations):
+            return "done"
+    return "partial" if last.is_file() else "todo"
+
+
+def _final_results(path: Path, iterations: int) -> bool:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(results, dict)
+        and results.get("iteration") == iterations
+        and "metrics" in results
+    )
 
 
 def run_suite(
@@ -319,6 +348,10 @@ def run_suite(
                 summary += f", ΔT undefined ({err})"
         if "sparsity" in results:
             summary += f", sparsity {100 * results['sparsity']['overall']['sparsity']:.2f}%"
+        target, sparsity = result_target(results)
+        if not on_target(target, sparsity):
+            assert target is not None
+            summary += f"; OFF TARGET: {miss_text(target, sparsity)}"
         log(summary)
     return planned
 
@@ -337,6 +370,13 @@ class Row:
     delta_t: dict[str, Any]
     sparsity: dict[str, float] = field(default_factory=dict)
     """``overall`` and one entry per component (fractions); empty for the dense model."""
+
+    @property
+    def target_reached(self) -> bool | None:
+        """Whether the run ended within half a point of its target (None without a target)."""
+        if self.target is None:
+            return None
+        return on_target(self.target, self.sparsity.get("overall"))
 
 
 def collect(suite: Suite, out: Path) -> tuple[list[Row], list[str]]:
@@ -411,6 +451,20 @@ class Aggregate:
     delta_t: dict[str, Stat]
     """per task, and ``overall``."""
     sparsity: dict[str, Stat]
+    off_target_seeds: list[int] = field(default_factory=list)
+    """Seeds whose run missed its target sparsity."""
+
+    @property
+    def off_target(self) -> str | None:
+        """Which seeds missed the target and what they reached; None when none did."""
+        if not self.off_target_seeds or self.target is None:
+            return None
+        overall = self.sparsity.get("overall")
+        reached = dict(zip(self.seeds, overall.values, strict=True)) if overall else {}
+        return "; ".join(
+            f"seed {seed} {miss_text(self.target, reached.get(seed))}"
+            for seed in self.off_target_seeds
+        )
 
     def mean_results(self) -> dict[str, Any]:
         """A ``results.json``-shaped dict of the means (for :func:`results_table`)."""
@@ -423,6 +477,7 @@ class Aggregate:
                 "per_task": {t: s.mean for t, s in self.delta_t.items() if t != "overall"},
                 "overall": self.delta_t["overall"].mean,
             },
+            "off_target": self.off_target,
         }
         if self.sparsity:
             result["sparsity"] = {
@@ -462,6 +517,7 @@ def aggregate(rows: list[Row]) -> list[Aggregate]:
                 metrics=metrics,
                 delta_t=delta,
                 sparsity=sparsity,
+                off_target_seeds=[r.seed for r in group if r.target_reached is False],
             )
         )
     return out
@@ -482,10 +538,10 @@ def write_outputs(suite: Suite, out: Path, *, plots: bool = True) -> dict[str, P
         "per_seed.csv": out / "per_seed.csv",
         "summary.json": out / "summary.json",
     }
-    files["table.md"].write_text(suite_markdown(suite, rows, aggregates, tasks))
-    files["table.csv"].write_text(tables.aggregate_csv(aggregates, tasks))
-    files["per_seed.csv"].write_text(tables.per_seed_csv(rows, tasks))
-    files["summary.json"].write_text(json.dumps(summary(suite, rows, aggregates), indent=2) + "\n")
+    write_text(files["table.md"], suite_markdown(suite, rows, aggregates, tasks))
+    write_text(files["table.csv"], tables.aggregate_csv(aggregates, tasks))
+    write_text(files["per_seed.csv"], tables.per_seed_csv(rows, tasks))
+    write_text(files["summary.json"], json.dumps(summary(suite, rows, aggregates), indent=2) + "\n")
     if plots:
         from adapmtl.analysis import plots as plotting
 
@@ -507,29 +563,54 @@ def suite_markdown(
 ) -> str:
     from adapmtl.analysis import tables
 
-    config = from_dict(suite.base) if suite.base else None
     lines = [f"# {suite.name}", ""]
     if suite.description:
         lines += [suite.description.strip(), ""]
-    if config is not None:
-        lines += [
-            f"Model `{config.model.name}` {config.model.options or ''}, data `{config.data.name}`, "
-            f"{config.train.iterations} iterations, batch {config.data.batch_size}, "
-            f"seeds {suite.seeds}. ΔT ({config.eval.delta_reduce} form) of each run against the "
-            "dense run of the same seed; sparsity in %.",
-            "",
-        ]
+    lines += [settings_text(suite), ""]
     lines += ["## Mean over seeds (paper Table 1 layout)", ""]
     lines.append(tables.results_table([(a.label, a.mean_results()) for a in aggregates], tasks))
     lines += ["", "## ΔT and sparsity: mean ± sample std over seeds, and every seed", ""]
     lines.append(tables.spread_table(aggregates, tasks))
     lines += ["", "## Per seed", ""]
     per_seed = [
-        (f"{r.label} (seed {r.seed})", {"metrics": r.metrics, "delta_t": r.delta_t, **_sp(r)})
+        (
+            f"{r.label} (seed {r.seed})",
+            {
+                "metrics": r.metrics,
+                "delta_t": r.delta_t,
+                "target": r.target,
+                "final_sparsity": r.sparsity.get("overall"),
+                **_sp(r),
+            },
+        )
         for r in rows
     ]
     lines.append(tables.results_table(per_seed, tasks))
     return "\n".join(lines) + "\n"
+
+
+def settings_text(suite: Suite) -> str:
+    """The settings the runs actually use, after ``--set`` (a suite's description is its file's
+    prose and does not follow the overrides)."""
+    planned = plan(suite, Path("."))
+    config = planned[0].config
+    iterations = sorted({p.config.train.iterations for p in planned})
+    targets = sorted(
+        {t for p in planned if not p.is_dense and (t := p.config.method.target) is not None}
+    )
+    text = "Settings in effect"
+    if suite.overrides:
+        text += f" (with --set {', '.join(suite.overrides)}; they override the description)"
+    text += (
+        f": model `{config.model.name}` {config.model.options or ''}, data `{config.data.name}`, "
+        f"{' / '.join(str(n) for n in iterations)} iterations, batch {config.data.batch_size}"
+    )
+    if targets:
+        text += f", target sparsity {' / '.join(f'{_percent(t)} %' for t in targets)}"
+    return text + (
+        f", seeds {suite.seeds}. ΔT ({config.eval.delta_reduce} form) of each run against the "
+        "dense run of the same seed; sparsity in %."
+    )
 
 
 def _sp(row: Row) -> dict[str, Any]:
@@ -559,6 +640,7 @@ def summary(suite: Suite, rows: list[Row], aggregates: list[Aggregate]) -> dict[
                 "method": a.method,
                 "target": a.target,
                 "seeds": a.seeds,
+                "off_target_seeds": a.off_target_seeds,
                 "delta_t": {k: stat(v) for k, v in a.delta_t.items()},
                 "sparsity": {k: stat(v) for k, v in a.sparsity.items()},
                 "metrics": {
@@ -571,6 +653,8 @@ def summary(suite: Suite, rows: list[Row], aggregates: list[Aggregate]) -> dict[
             {
                 "run_id": r.run_id,
                 "seed": r.seed,
+                "target": r.target,
+                "target_reached": r.target_reached,
                 "delta_t": r.delta_t,
                 "sparsity": r.sparsity,
                 "metrics": r.metrics,

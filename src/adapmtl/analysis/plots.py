@@ -9,6 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adapmtl.analysis.tables import OFF_TARGET, flagged, off_target_note
+from adapmtl.atomic import atomic_write
+from adapmtl.engine.target import result_target
 from adapmtl.errors import UserError
 
 
@@ -31,8 +34,16 @@ def read_log(run_dir: Path, kind: str = "train") -> list[dict]:
     return [r for r in records if r.get("kind") == kind]
 
 
-def plot_series(run_dir: Path, prefix: str, ylabel: str, out: Path, scale: float = 1.0) -> Path:
-    """Plot every logged scalar ``prefix/<name>`` against the iteration into ``out`` (PNG)."""
+def plot_series(
+    run_dir: Path,
+    prefix: str,
+    ylabel: str,
+    out: Path,
+    scale: float = 1.0,
+    target: tuple[float, str | None] | None = None,
+) -> Path:
+    """Plot every logged scalar ``prefix/<name>`` against the iteration into ``out`` (PNG);
+    ``target`` (value, off-target note) adds a dashed line and, when off target, a title."""
     plt = _pyplot()
     records = read_log(run_dir)
     names = sorted({k.split("/", 1)[1] for r in records for k in r if k.startswith(prefix + "/")})
@@ -42,32 +53,62 @@ def plot_series(run_dir: Path, prefix: str, ylabel: str, out: Path, scale: float
             (r["iteration"], r[f"{prefix}/{name}"]) for r in records if f"{prefix}/{name}" in r
         ]
         ax.plot([p[0] for p in points], [scale * p[1] for p in points], label=name)
+    if target is not None:
+        value, note = target
+        ax.axhline(scale * value, color="black", linestyle="--", linewidth=0.8, label="target")
+        if note is not None:
+            ax.set_title(f"{OFF_TARGET} off target: {note}", fontsize=8, color="tab:red")
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, plt, out)
 
 
 def plot_run(run_dir: Path) -> list[Path]:
-    """Sparsity and task-weight curves of one run, written next to its log."""
+    """Sparsity and task-weight curves of one run, written next to its log. The sparsity plot
+    marks the target, and says so in its title when the run ended off it."""
     run_dir = Path(run_dir)
     outputs = [plot_series(run_dir, "weight", "task weight β", run_dir / "task_weights.png")]
     if any("sparsity/overall" in r for r in read_log(run_dir)):
         outputs.append(
-            plot_series(run_dir, "sparsity", "sparsity (%)", run_dir / "sparsity.png", 100.0)
+            plot_series(
+                run_dir,
+                "sparsity",
+                "sparsity (%)",
+                run_dir / "sparsity.png",
+                100.0,
+                target=_run_target(run_dir),
+            )
         )
     return outputs
 
 
+def _run_target(run_dir: Path) -> tuple[float, str | None] | None:
+    """(target, why it is off target or None) from the run's results.json, if it has one."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    target, _ = result_target(results)
+    return None if target is None else (target, off_target_note(results))
+
+
 def _save(fig: Any, plt: Any, out: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(out)
+    atomic_write(out, lambda handle: fig.savefig(handle, format=Path(out).suffix[1:] or "png"))
     plt.close(fig)
     return out
+
+
+def _labels(aggregates: list[Any]) -> list[str]:
+    """Method labels, flagged when a seed of the run missed its target sparsity."""
+    return [flagged(a.label, a.off_target) for a in aggregates]
+
+
+def _off_target_title(ax: Any, aggregates: list[Any]) -> None:
+    if any(a.off_target for a in aggregates):
+        ax.set_title(f"{OFF_TARGET} = off its target sparsity", fontsize=8, color="tab:red")
 
 
 def plot_delta_t(aggregates: list[Any], out: Path) -> Path:
@@ -77,15 +118,18 @@ def plot_delta_t(aggregates: list[Any], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(aggregates) + 1.5), 3.6), dpi=110)
     for i, agg in enumerate(aggregates):
         stat = agg.delta_t["overall"]
-        ax.bar(i, stat.mean, color="tab:blue" if stat.mean >= 0 else "tab:red", alpha=0.7)
+        hatch = "xx" if agg.off_target else None
+        color = "tab:blue" if stat.mean >= 0 else "tab:red"
+        ax.bar(i, stat.mean, color=color, alpha=0.7, hatch=hatch)
         if stat.std is not None:
             ax.errorbar(i, stat.mean, yerr=stat.std, color="black", capsize=4)
         ax.scatter([i] * len(stat.values), stat.values, color="black", s=10, zorder=3)
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set_xticks(range(len(aggregates)))
-    ax.set_xticklabels([a.label for a in aggregates], rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(_labels(aggregates), rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("ΔT (%)")
     ax.grid(axis="y", alpha=0.3)
+    _off_target_title(ax, aggregates)
     return _save(fig, plt, out)
 
 
@@ -101,8 +145,11 @@ def plot_sparsity_allocation(aggregates: list[Any], tasks: list[str], out: Path)
         xs = [i + (j - (len(components) - 1) / 2) * width for i in range(len(sparse))]
         hatch = "//" if component == "overall" else None
         ax.bar(xs, means, width=width, label=component, hatch=hatch)
+    for i, agg in enumerate(sparse):
+        if agg.target is not None:
+            ax.hlines(100 * agg.target, i - 0.45, i + 0.45, color="black", linestyles="--")
     ax.set_xticks(range(len(sparse)))
-    ax.set_xticklabels([a.label for a in sparse], rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(_labels(sparse), rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("sparsity (%)")
     lowest = min((100 * s.mean for a in sparse for s in a.sparsity.values()), default=0.0)
     ax.set_ylim(max(0.0, lowest - 10.0), 100.0)
@@ -112,6 +159,10 @@ def plot_sparsity_allocation(aggregates: list[Any], tasks: list[str], out: Path)
         loc="lower center",
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
+        title=f"dashed: target; {OFF_TARGET}: off target"
+        if any(a.off_target for a in sparse)
+        else None,
+        title_fontsize=7,
     )
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, plt, out)
@@ -131,6 +182,12 @@ def plot_delta_t_vs_sparsity(aggregates: list[Any], out: Path) -> Path:
         ys = [a.delta_t["overall"].mean for a in group]
         errors = [a.delta_t["overall"].std or 0.0 for a in group]
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
+        missed = [(x, y) for x, y, a in zip(xs, ys, group, strict=True) if a.off_target]
+        if missed:
+            ax.scatter(*zip(*missed, strict=True), s=120, facecolors="none", edgecolors="tab:red")
+    flagged_any = any(a.off_target for group in by_method.values() for a in group)
+    if flagged_any:
+        ax.scatter([], [], s=120, facecolors="none", edgecolors="tab:red", label="off target")
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set_xlabel("overall sparsity (%)")
     ax.set_ylabel("ΔT (%)")

@@ -8,14 +8,41 @@ import csv
 import io
 from typing import Any
 
+from adapmtl.engine.target import miss_text, on_target, result_target
+
+OFF_TARGET = "⚠"
+"""Marks the label of a row whose run missed its target sparsity (explained under the table)."""
+
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def off_target_note(result: dict[str, Any]) -> str | None:
+    """Why a row is off target (None when it is not): ``result["off_target"]`` when given (the
+    means over seeds say which seeds missed), else from its target and overall sparsity."""
+    if "off_target" in result:
+        return result["off_target"]
+    target, sparsity = result_target(result)
+    if on_target(target, sparsity):
+        return None
+    assert target is not None
+    return miss_text(target, sparsity)
+
+
+def flagged(label: str, note: str | None) -> str:
+    return label if note is None else f"{label} {OFF_TARGET}"
+
+
+def _footnotes(notes: list[tuple[str, str | None]]) -> list[str]:
+    lines = [f"{OFF_TARGET} {label}: off target, {note}." for label, note in notes if note]
+    return ["", *lines] if lines else []
+
+
 def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> str:
     """Markdown table of ``(label, results)`` rows, where ``results`` is a ``results.json``
-    (keys ``metrics``, optional ``delta_t`` and ``sparsity``)."""
+    (keys ``metrics``, optional ``delta_t`` and ``sparsity``). A run off its target sparsity is
+    flagged in its row and explained under the table."""
     metric_names = {t: list(rows[0][1]["metrics"][t]) for t in tasks} if rows else {}
     components = ["backbone", *tasks]
     header = ["method"]
@@ -23,10 +50,11 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> s
         header += [f"{task} {m}" for m in metric_names[task]] + [f"ΔT {task}"]
     header += [f"sparsity {c} %" for c in components] + ["sparsity overall %", "ΔT"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, result in rows:
+    notes = [(label, off_target_note(result)) for label, result in rows]
+    for (label, result), (_, note) in zip(rows, notes, strict=True):
         delta = result.get("delta_t") or {}
         sparsity = result.get("sparsity") or {}
-        cells = [label]
+        cells = [flagged(label, note)]
         for task in tasks:
             cells += [_fmt(result["metrics"][task].get(m)) for m in metric_names[task]]
             cells.append(_fmt(delta.get("per_task", {}).get(task)))
@@ -37,7 +65,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> s
         cells.append(_fmt(None if overall is None else 100 * overall["sparsity"]))
         cells.append(_fmt(delta.get("overall")))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _footnotes(notes))
 
 
 def fmt_stat(mean: float, std: float | None, digits: int = 2, scale: float = 1.0) -> str:
@@ -55,8 +83,9 @@ def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
     header = ["method", "seeds", *[f"ΔT {t}" for t in tasks], "ΔT", "ΔT per seed"]
     header += [f"sparsity {c} %" for c in components]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = [(agg.label, agg.off_target) for agg in aggregates]
     for agg in aggregates:
-        cells = [agg.label, str(len(agg.seeds))]
+        cells = [flagged(agg.label, agg.off_target), str(len(agg.seeds))]
         cells += [fmt_stat(agg.delta_t[t].mean, agg.delta_t[t].std) for t in tasks]
         overall = agg.delta_t["overall"]
         cells.append(fmt_stat(overall.mean, overall.std))
@@ -65,7 +94,7 @@ def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
             stat = agg.sparsity.get(component)
             cells.append("-" if stat is None else fmt_stat(stat.mean, stat.std, scale=100.0))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _footnotes(notes))
 
 
 def csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -88,7 +117,7 @@ def aggregate_csv(aggregates: list[Any], tasks: list[str]) -> str:
     first = aggregates[0]
     metric_keys = [(t, m) for t in tasks for m in first.metrics[t]]
     sparsity_keys = ["overall", "backbone", *tasks]
-    header = ["run_id", "label", "method", "target", "seeds"]
+    header = ["run_id", "label", "method", "target", "seeds", "off_target_seeds"]
     for task, metric in metric_keys:
         header += [f"{task}/{metric}_mean", f"{task}/{metric}_std"]
     for key in [*tasks, "overall"]:
@@ -98,6 +127,7 @@ def aggregate_csv(aggregates: list[Any], tasks: list[str]) -> str:
     rows = []
     for agg in aggregates:
         row: list[Any] = [agg.run_id, agg.label, agg.method, _none(agg.target), len(agg.seeds)]
+        row.append(" ".join(str(seed) for seed in agg.off_target_seeds))
         for task, metric in metric_keys:
             stat = agg.metrics[task][metric]
             row += [stat.mean, _none(stat.std)]
@@ -116,13 +146,13 @@ def per_seed_csv(rows: list[Any], tasks: list[str]) -> str:
         return ""
     metric_keys = [(t, m) for t in tasks for m in rows[0].metrics[t]]
     sparsity_keys = ["overall", "backbone", *tasks]
-    header = ["run_id", "label", "seed", "target"]
+    header = ["run_id", "label", "seed", "target", "target_reached"]
     header += [f"{t}/{m}" for t, m in metric_keys]
     header += [f"delta_t/{k}" for k in [*tasks, "overall"]]
     header += [f"sparsity/{k}" for k in sparsity_keys]
     out = []
     for r in rows:
-        line: list[Any] = [r.run_id, r.label, r.seed, _none(r.target)]
+        line: list[Any] = [r.run_id, r.label, r.seed, _none(r.target), _none(r.target_reached)]
         line += [r.metrics[t][m] for t, m in metric_keys]
         line += [r.delta_t["per_task"][t] for t in tasks] + [r.delta_t["overall"]]
         line += [r.sparsity.get(k, "") for k in sparsity_keys]

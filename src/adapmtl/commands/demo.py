@@ -75,6 +75,8 @@ def _copy(data: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from adapmtl.analysis.plots import plot_run
     from adapmtl.analysis.tables import results_table
+    from adapmtl.atomic import write_text
+    from adapmtl.commands.train import result_warnings
     from adapmtl.engine.evaluate import normalised_score
     from adapmtl.engine.trainer import Trainer
 
@@ -93,12 +95,15 @@ def run(args: argparse.Namespace) -> int:
     )
     table = results_table(rows, list(trainer.tasks))
     plots = plot_run(args.out / "adapmtl")
-    (args.out / "table.md").write_text(table + "\n")
+    write_text(args.out / "table.md", table + "\n")
     minutes = (time.perf_counter() - started) / 60
     print()
     print(table)
     frozen = rows[1][1].get("method", {}).get("frozen_at")
-    print(f"\nAdapMTL froze its masks at iteration {frozen}; demo took {minutes:.1f} min.")
+    froze = "" if frozen is None else f"AdapMTL froze its masks at iteration {frozen}; "
+    print(f"\n{froze}demo took {minutes:.1f} min.")
+    for warning in result_warnings(rows[1][1], args.out / "adapmtl"):
+        print(f"warning (AdapMTL): {warning}")
     print(
         f"outputs: {args.out}/ (table.md, dense/, adapmtl/ with results.json, last.pt, "
         f"log.jsonl, {', '.join(p.name for p in plots)})"

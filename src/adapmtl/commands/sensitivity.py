@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from adapmtl.analysis.sensitivity import finetune, points_csv, points_table, sweep
+    from adapmtl.atomic import write_text
     from adapmtl.engine.build import build_dataset, resolve_device
     from adapmtl.engine.checkpoint import load_checkpoint
     from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
@@ -127,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
         f"fine-tuning: {args.finetune} iterations. ΔT against "
         f"{args.reference or 'the model as loaded (first row)'}.\n\n"
     )
-    (out / "sensitivity.md").write_text(header + table + "\n")
-    (out / "sensitivity.csv").write_text(points_csv(points, names))
-    (out / "sensitivity.json").write_text(json.dumps([p.__dict__ for p in points], indent=2) + "\n")
+    write_text(out / "sensitivity.md", header + table + "\n")
+    write_text(out / "sensitivity.csv", points_csv(points, names))
+    write_text(out / "sensitivity.json", json.dumps([p.__dict__ for p in points], indent=2) + "\n")
     written = [out / "sensitivity.md", out / "sensitivity.csv", out / "sensitivity.json"]
     if not args.no_plots:
         from adapmtl.analysis.plots import plot_sensitivity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
 from adapmtl.config import load_config
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 verbose=not args.quiet,
                 dist=dist,
             )
+            finished = trainer.finished_results is not None
             results = trainer.fit()
         except MainRankError:
             return 2  # rank 0 prints the message
@@ -67,6 +69,37 @@ def run(args: argparse.Namespace) -> int:
             return 0
     from adapmtl.analysis.tables import results_table
 
+    if finished:
+        print(
+            f"adapmtl train: {args.out} has finished ({trainer.iteration} of "
+            f"{config.train.iterations} iterations); nothing was changed. To train it further, "
+            f"raise train.iterations: adapmtl train --out {args.out} --resume "
+            "--set train.iterations=N",
+            file=sys.stderr,
+        )
     print(results_table([(config.method.name, results)], list(trainer.tasks)))
     print(f"\nrun directory: {args.out}")
+    for warning in result_warnings(results, args.out):
+        print(f"adapmtl train: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
+    """What a user must know about a finished run: a missed target sparsity, no best.pt."""
+    from adapmtl.engine.target import miss_text, on_target, result_target
+
+    target, sparsity = result_target(results)
+    warnings = []
+    if not on_target(target, sparsity):
+        assert target is not None
+        warnings.append(
+            f"the run missed its target: {miss_text(target, sparsity)} "
+            "(results.json: target_reached false); train longer or adjust the method's options"
+        )
+    if results.get("best") is None:
+        warnings.append(
+            f"no {run_dir / 'best.pt'}: best.pt holds the best validated checkpoint at the "
+            f"target sparsity, and no validation was at the target; {run_dir / 'last.pt'} "
+            "holds the final model"
+        )
+    return warnings

@@ -7,10 +7,8 @@ renamed over the target: a crash leaves either the old file or the new one, neve
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,33 +16,16 @@ from typing import Any
 
 import torch
 
+from adapmtl.atomic import TMP_SUFFIX, atomic_write
 from adapmtl.errors import UserError
 
-TMP_SUFFIX = ".tmp"
 REQUIRED_KEYS = ("config", "model", "iteration")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically. A failed write (full disk, I/O error) removes its
     temporary file, leaves any previous ``path`` intact and raises a :class:`UserError`."""
-    path = Path(path)
-    tmp: Path | None = None
-    try:
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-        # O_EXCL: never write through a file someone else created; mode 0o666 minus the umask,
-        # as for any other file the run writes
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-        raise UserError(f"could not write checkpoint {path}: {err}; {kept}") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: torch.save(state, handle), "checkpoint")
 
 
 def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from adapmtl import __version__
+from adapmtl.atomic import write_text
 from adapmtl.config import Config, from_dict
 from adapmtl.engine.build import (
     build_dataset,
@@ -51,9 +52,10 @@ from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
 from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError, catch
 from adapmtl.engine.logging import RunLogger
 from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, ShardedEvalSampler
+from adapmtl.engine.target import target_fields
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
-from adapmtl.sparsity import is_sparsified, report
+from adapmtl.sparsity import is_sparsified, overall_sparsity, report
 
 RUN_FILES = ("config.yaml", "meta.json", "log.jsonl", "results.json", "last.pt", "best.pt")
 
@@ -169,6 +171,24 @@ def model_from_checkpoint(
     return model, config, tasks
 
 
+def config_without_length(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without ``train.iterations``, the one setting a resumed run may change."""
+    train = {k: v for k, v in (config.get("train") or {}).items() if k != "iterations"}
+    return {**config, "train": train}
+
+
+def _validation_text(results: dict[str, Any]) -> str:
+    """``seg miou 0.3296, depth abs_err 2.349, ΔT -12.34 %``: each task's main metric (its
+    first, as the paper's tables list them) and Delta_T when a reference is set."""
+    parts = []
+    for task, values in results["metrics"].items():
+        metric, value = next(iter(values.items()))
+        parts.append(f"{task} {metric} {value:.4g}")
+    if "delta_t" in results:
+        parts.append(f"ΔT {results['delta_t']['overall']:+.2f} %")
+    return ", ".join(parts)
+
+
 class Trainer:
     """Trains one run described by ``config`` into ``run_dir``.
 
@@ -236,16 +256,21 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.stop_request = StopRequest()
         self.stop_signal: int | None = None
+        self.finished_results: dict[str, Any] | None = None
+        """The results of a resumed run that had already finished (``fit`` then changes
+        nothing and returns them)."""
         if resume_state is not None:
             self._load_state(resume_state)
-            self.dist.on_main(self._prepare_resumed_dir)
+            self.finished_results = self.dist.on_main(self._finished_results)
+            if self.finished_results is None:
+                self.dist.on_main(self._prepare_resumed_dir)
         else:
             self.dist.on_main(lambda: self._prepare_new_dir(overwrite))
         self.logger = RunLogger(
             self.run_dir,
             config.train.iterations,
             self.iteration,
-            enabled=self.dist.is_main,
+            enabled=self.dist.is_main and self.finished_results is None,
             console=verbose,
         )
         self.context = TrainingContext(
@@ -263,11 +288,28 @@ class Trainer:
         prepare_run_dir(self.run_dir, resume=True, overwrite=False)
         return load_checkpoint(self.run_dir / "last.pt")
 
+    def _finished_results(self) -> dict[str, Any] | None:
+        """results.json when the checkpoint is at ``train.iterations`` and results.json
+        describes that iteration, else None."""
+        path = self.run_dir / "results.json"
+        if self.iteration < self.config.train.iterations or not path.is_file():
+            return None
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not isinstance(results, dict) or results.get("iteration") != self.iteration:
+            return None
+        return results if "metrics" in results else None
+
     def _prepare_resumed_dir(self) -> None:
         remove_partial_writes(self.run_dir)
         truncate_log(self.run_dir / "log.jsonl", self.iteration)
         present = sum((self.run_dir / name).exists() for name in ("last.pt", "best.pt"))
         check_free_space(self.run_dir, self._checkpoint_size() * (3 - present))
+        config_file = self.run_dir / "config.yaml"
+        if not config_file.is_file() or config_file.read_text() != self.config.to_yaml():
+            write_text(config_file, self.config.to_yaml())  # train.iterations was raised
 
     def _prepare_new_dir(self, overwrite: bool) -> None:
         space = self._checkpoint_size() * 3  # last.pt, best.pt and one temporary copy
@@ -315,7 +357,7 @@ class Trainer:
                     thresholds(self.model)[key].copy_(theta)
 
     def _write_run_files(self) -> None:
-        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         meta = {
             "adapmtl": __version__,
             "torch": torch.__version__,
@@ -328,7 +370,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_text(self.run_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
 
     # ----------------------------------------------------------------- data
     def _loader(self, dataset: Any, sampler: Any) -> DataLoader:
@@ -469,7 +511,11 @@ class Trainer:
         """Train to ``train.iterations``; returns the final results (also in results.json).
 
         Raises :class:`TrainingInterruptedError` after writing a checkpoint when SIGINT/SIGTERM
-        arrived, and :class:`NonFiniteLossError` on a NaN/Inf loss (``on_nonfinite: stop``)."""
+        arrived, and :class:`NonFiniteLossError` on a NaN/Inf loss (``on_nonfinite: stop``).
+        A resumed run that had finished is left as it is: its results are returned."""
+        if self.finished_results is not None:
+            self.logger.close()
+            return dict(self.finished_results)
         config = self.config.train
         if self.iteration == 0:
             self.method.on_start(self.context)
@@ -492,10 +538,13 @@ class Trainer:
                         self._save("last.pt")
                     if stopping:
                         raise self._interrupted()
+                if not results:  # resumed at its last iteration, with no results.json yet
+                    results = self._validate()
         finally:
             self.logger.close()
         results["train_seconds"] = time.perf_counter() - started
         results["skipped_steps"] = self.skipped_steps
+        results["best"] = self.best
         if self.dist.is_main:
             self._write_results(results)
         return results
@@ -553,6 +602,8 @@ class Trainer:
             rep = report(self.model).to_dict()
             results["sparsity"] = {k: rep[k] for k in ("overall", "components", "thresholds")}
         results["method"] = self.method.summary()
+        sparsity = overall_sparsity(self.model) if is_sparsified(self.model) else None
+        results.update(target_fields(self.method.target, sparsity))
         scalars: dict[str, float] = {
             f"{task}/{metric}": value
             for task, values in evaluation["metrics"].items()
@@ -567,6 +618,7 @@ class Trainer:
             scalars["delta_t"] = score["overall"]
             scalars.update({f"delta_t/{t}": v for t, v in score["per_task"].items()})
         self.logger.log(self.iteration, scalars, kind="val")
+        self.logger.message(f"[{self.iteration}] val {_validation_text(results)}")
         self._update_best(results)
         return results
 
@@ -582,11 +634,7 @@ class Trainer:
             self._save("best.pt")
 
     def _write_results(self, results: dict[str, Any]) -> None:
-        results = {**results, "best": self.best}
-        path = self.run_dir / "results.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(path)
+        write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
 
     # ------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
@@ -653,12 +701,21 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        if state.get("config") != self.config.to_dict():
-            theirs, ours = state.get("config", {}), self.config.to_dict()
+        theirs, ours = (
+            config_without_length(state.get("config") or {}),
+            config_without_length(self.config.to_dict()),
+        )
+        if theirs != ours:
             differing = [k for k in ours if theirs.get(k) != ours[k]]
             raise UserError(
                 f"cannot resume {self.run_dir}: its checkpoint was made with a different config "
-                f"(sections {differing}); resume with the run's own config.yaml"
+                f"(sections {differing}); resume with the run's own config.yaml (only "
+                "train.iterations may change, to continue a run)"
+            )
+        if self.config.train.iterations < int(state["iteration"]):
+            raise UserError(
+                f"cannot resume {self.run_dir}: it has trained {state['iteration']} iterations, "
+                f"more than train.iterations={self.config.train.iterations}"
             )
         mismatch = load_weights(self.model, state["model"])
         if mismatch is not None:

@@ -27,7 +27,7 @@ class Dense(Method):
     def __init__(self, target: float | None, options: Options) -> None:
         if options.keep_weights_at is not None and options.keep_weights_at < 0:
             raise ValueError(f"options.keep_weights_at must be >= 0, got {options.keep_weights_at}")
-        super().__init__(target, options)
+        super().__init__(None, options)  # prunes nothing: a configured target does not apply
         self.kept: dict[str, torch.Tensor] | None = None
 
     def on_start(self, ctx: TrainingContext) -> None:
