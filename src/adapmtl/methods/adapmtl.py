@@ -209,12 +209,18 @@ class AdapMTL(Method):
 
 
 def resolve_recipe(options: AdapMTL.Options) -> AdapMTL.Options:
-    """The options with ``threshold``, ``level`` and ``allocation`` filled from ``recipe``;
+    """The options with ``threshold``, ``regrow``, ``level`` and ``allocation`` filled from
+    ``recipe``;
     raises ``ValueError`` naming a bad recipe or choice."""
     if options.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {options.recipe!r}")
-    filled = {key: getattr(options, key) or value for key, value in RECIPES[options.recipe].items()}
-    for key, value in filled.items():
-        if value not in CHOICES[key]:
-            raise ValueError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+    filled = {
+        key: value if getattr(options, key) is None else getattr(options, key)
+        for key, value in RECIPES[options.recipe].items()
+    }
+    for key, choices in CHOICES.items():
+        if filled[key] not in choices:
+            raise ValueError(f"{key} must be one of {choices}, got {filled[key]!r}")
+    if filled["regrow"] and filled["threshold"] != "hard":
+        raise ValueError("regrow needs threshold 'hard' (soft thresholds have no pruned gradient)")
     return replace(options, **filled)
