@@ -187,7 +187,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(key, f"{key}: expected {len(items)} values, got {value!r}")
         else:
             items = items[:1] * len(value) if items else (Any,) * len(value)
-        return [_coerce(v, item, f"{key}[{i}]") for i, (v, item) in enumerate(zip(value, items))]
+        return [
+            _coerce(v, item, f"{key}[{i}]")
+            for i, (v, item) in enumerate(zip(value, items, strict=True))
+        ]
     if origin in _MAPPINGS or tp in _MAPPINGS:
         if not isinstance(value, dict):
             raise ConfigError(key, f"{key}: expected a mapping, got {value!r}")
@@ -251,7 +254,7 @@ def check_options(
     ]
     try:
         hints = {**typing.get_type_hints(target), **(extra or {})}
-    except Exception:  # noqa: BLE001  (unresolvable hints: check the names only)
+    except (NameError, TypeError):  # hints naming types only imported for type checking
         hints = dict(extra or {})
     accepted += [name for name in extra or {} if name not in accepted]
     for name, value in options.items():
