@@ -62,12 +62,13 @@ def evaluate(
     }
 
 
-def read_reference(path: str | Path) -> dict[str, dict[str, float]]:
+def read_reference(path: str | Path, setting: str | None = None) -> dict[str, dict[str, float]]:
     """Dense reference metrics from a JSON file: ``{"metrics": {task: {metric: value}}}`` (a
-    ``results.json`` of a dense run) or directly ``{task: {metric: value}}``."""
+    ``results.json`` of a dense run) or directly ``{task: {metric: value}}``. ``setting`` names
+    the config key or flag the path came from, for the hint when the file is missing."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"reference file {path} does not exist")
+        raise UserError(missing_reference(path, setting))
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -76,6 +77,22 @@ def read_reference(path: str | Path) -> dict[str, dict[str, float]]:
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
         raise UserError(f"reference file {path}: expected {{task: {{metric: value}}}}")
     return metrics
+
+
+def missing_reference(path: Path, setting: str | None) -> str:
+    """What is missing, where it was looked for, and how to point at the right file."""
+    where = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
+    message = f"reference file {path} does not exist{where}"
+    if setting is None:
+        return message
+    if setting.startswith("--"):
+        how = f"give {setting} PATH"
+    else:
+        how = f"set --set {setting}=PATH, or --set {setting}=null to do without Delta_T"
+    return (
+        f"{message}; {setting} names the dense run's results.json: train the dense run first, "
+        f"or {how}"
+    )
 
 
 def normalised_score(
