@@ -31,3 +31,49 @@ def test_architecture_describes_the_trainer_once_with_its_true_signature():
     }
     for name, default in defaults.items():
         assert re.search(rf"{name}={re.escape(repr(default))}", text), name
+
+
+# Files of the lead's branch that still cite the internal notes; the lead replaces those.
+NOT_YET = {
+    "docs/methods.md",
+    "docs/results/quality.md",
+    "src/adapmtl/sparsity/controller.py",
+    "src/adapmtl/sparsity/pressure.py",
+}
+INTERNAL = re.compile(r"REFERENCE\.md|DESIGN\.md|\.\./shared|/work/shared")
+
+
+def _project_files():
+    for top in ("README.md", "docs", "src", "benchmarks", "configs", "tests"):
+        path = ROOT / top
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for file in files:
+            if file.suffix in (".md", ".py", ".yaml") and file != Path(__file__):
+                yield file
+
+
+def test_no_page_cites_notes_users_do_not_have():
+    citing = {
+        str(file.relative_to(ROOT))
+        for file in _project_files()
+        if INTERNAL.search(file.read_text(encoding="utf-8"))
+    }
+    assert citing <= NOT_YET, sorted(citing - NOT_YET)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_links_to_the_reference_page_point_at_its_sections():
+    page = ROOT / "docs" / "reference_implementations.md"
+    anchors = {
+        _anchor(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")
+    }
+    links = []
+    for file in _project_files():
+        links += re.findall(r"reference_implementations\.md#([\w\-]+)", file.read_text())
+    assert links, "no page links to a section of the reference page"
+    assert {link for link in links if link not in anchors} == set()
