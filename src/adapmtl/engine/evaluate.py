@@ -79,6 +79,31 @@ def read_reference(path: str | Path, setting: str | None = None) -> dict[str, di
     return metrics
 
 
+def reference_split(path: str | Path) -> str | None:
+    """The split a reference's metrics were measured on, where it is recorded: the ``split`` of
+    an ``adapmtl eval --json`` output, else the validation split of the run directory holding the
+    file (its ``config.yaml``); ``None`` when neither says."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("split"), str):
+        return data["split"]
+    run_config = path.parent / "config.yaml"
+    if not run_config.is_file():
+        return None
+    import yaml
+
+    try:
+        settings = yaml.safe_load(run_config.read_text())
+    except yaml.YAMLError:
+        return None
+    data_settings = settings.get("data") if isinstance(settings, dict) else None
+    split = data_settings.get("val_split", "val") if isinstance(data_settings, dict) else "val"
+    return split if isinstance(split, str) else None
+
+
 def missing_reference(path: Path, setting: str | None) -> str:
     """What is missing, where it was looked for, and how to point at the right file."""
     where = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
