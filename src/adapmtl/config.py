@@ -378,8 +378,11 @@ def _option_error(prefix: str, err: Exception, names: list[str]) -> ConfigError:
     """A callee's ``ValueError`` about one of its options, named as that option's config key."""
     text = str(err).removeprefix("options.")
     first = text.split(" ", 1)[0]
-    key = f"{prefix}.{first}" if first in names else prefix
-    return ConfigError(key, f"{key}: {text}")
+    if first not in names:
+        return ConfigError(prefix, f"{prefix}: {text}")
+    key = f"{prefix}.{first}"
+    text = text.removeprefix(f"{first} ").removeprefix("must be ")
+    return ConfigError(key, f"{key}: expected {text}")
 
 
 def _check_tasks(config: Config) -> dict[str, Any]:
