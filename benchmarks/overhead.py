@@ -1,5 +1,5 @@
 """Training-step overhead of AdapMTL's soft thresholds: a sparsified model versus the same dense
-model, same batch (DESIGN.md section 7; goals in issue 2).
+model, same batch (one run, ratios only: absolute times are noisy on a shared machine).
 
 Time: one training step = forward, backward and an Adam step. Dense and sparsified
 (``sparsify(model, grouping="component")``) copies of the same model are stepped alternately in

@@ -1,6 +1,7 @@
 """DiSparse: per-task scores, backbone union, own-head choice, the solved keep ratio, ERK, the
 dynamic schedule, and that every method lands on its target; expectations computed
-independently (NumPy, torch.autograd on a plain copy, the formulas of REFERENCE.md section 6)."""
+independently (NumPy, torch.autograd on a plain copy, the formulas of
+docs/reference_implementations.md)."""
 
 from __future__ import annotations
 

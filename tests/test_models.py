@@ -1,6 +1,6 @@
-"""Architecture tests: parameter counts against the reference implementations (REFERENCE.md
-section 3), output resolutions, initialisation, registry errors. Full-size models are built on
-the ``meta`` device (shapes only, no memory)."""
+"""Architecture tests: parameter counts against the reference implementations
+(docs/reference_implementations.md), output resolutions, initialisation, registry errors. Full-size
+models are built on the ``meta`` device (shapes only, no memory)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from adapmtl.models.resnet import width_consistent_init_std
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TASKONOMY = {"seg": 17, "normal": 3, "depth": 1, "keypoint": 1, "edge": 1}
 
-# Conv-weight counts of the reference implementations (REFERENCE.md section 3 table).
+# Conv-weight counts of the reference implementations (docs/reference_implementations.md).
 REFERENCE_COUNTS = {
     "deeplab_resnet34": {
         "backbone": 21_267_648,
@@ -64,7 +64,7 @@ def test_full_size_prunable_counts_match_the_references(name: str, dataset: str)
     assert counts["backbone"] == ref["backbone"]
     for task, channels in tasks.items():
         assert counts[task] == ref["heads"][channels], task
-        # REFERENCE.md's head formula: 4 * (9 * C_in * 1024 + 1024^2 + 1024 * C).
+        # The head formula: 4 * (9 * C_in * 1024 + 1024^2 + 1024 * C).
         c_in = BACKBONE_OUT[name]
         assert counts[task] == 4 * (9 * c_in * 1024 + 1024**2 + 1024 * channels)
     assert sum(counts.values()) == ref["totals"][dataset]
@@ -78,7 +78,7 @@ def test_full_size_prunable_counts_match_the_references(name: str, dataset: str)
 @pytest.mark.parametrize(
     ("name", "size", "expected"),
     [
-        # REFERENCE.md section 3: output stride 8 with the ceil-mode pool.
+        # Output stride 8 with the ceil-mode pool.
         ("deeplab_resnet34", (321, 321), (41, 41)),
         ("deeplab_resnet34", (480, 640), (61, 81)),
         ("deeplab_resnet34", (256, 256), (33, 33)),

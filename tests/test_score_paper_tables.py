@@ -1,8 +1,9 @@
 """Delta_T reproduces the paper's Tables 1 and 2 (NYUv2, 90 % sparsity) from their metric columns.
 
-The numbers below are transcribed from the paper (/work/shared/paper/001_*, Tables 1 and 2): the
+The numbers below are transcribed from the paper (arXiv 2408.03913, Tables 1 and 2): the
 metric columns are the inputs, the printed Delta_T_1..3 and Delta_T the expected outputs. The
-dense row of each table is the reference. The tables use the "sum" form (REFERENCE.md §5).
+dense row of each table is the reference. The tables use the "sum" form
+(per-task sums of the metric deltas).
 """
 
 import pytest
@@ -95,7 +96,7 @@ TABLE1_RESNET34 = {
     ),
 }
 # Table 1, IMP, depth: the printed -3.82 is not what its printed columns give (-2.42), plausibly
-# because abs/rel are printed with two decimals only (REFERENCE.md §5). Its printed Delta_T is the
+# because abs/rel are printed with two decimals only. Its printed Delta_T is the
 # mean of its printed Delta_T_t, as for every other row.
 TABLE1_KNOWN_MISMATCH = {("IMP", "depth")}
 

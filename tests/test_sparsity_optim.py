@@ -1,5 +1,5 @@
 """param_groups(): weights and thresholds in separate optimizer groups, and threshold weight decay
-as the sparsity driver (REFERENCE.md section 1)."""
+as the sparsity driver, as in the references."""
 
 from __future__ import annotations
 

@@ -59,8 +59,10 @@ def test_options_and_reference_conventions():
 def test_bad_preset_arguments():
     with pytest.raises(ValueError, match="seg_classes must be 13 or 40"):
         task_set("nyuv2", seg_classes=20)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bins'\] for task 'normal'"):
+    with pytest.raises(ValueError, match=r"unknown option 'bins' for task 'normal'"):
         task_set("nyuv2", options={"normal": {"bins": 3}})
+    with pytest.raises(ValueError, match=r"'median_bins' \(did you mean 'median_bin'\?\)"):
+        task_set("nyuv2", options={"normal": {"median_bins": 3}})
     with pytest.raises(ValueError, match=r"options for unknown task\(s\) \['edge'\]"):
         task_set("nyuv2", options={"edge": {"average": "batch"}})
     with pytest.raises(ValueError, match="conventions"):

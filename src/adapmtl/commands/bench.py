@@ -8,6 +8,7 @@ from pathlib import Path
 
 from adapmtl.commands.common import add_weights_arguments, model_from_weights_arguments
 from adapmtl.errors import UserError
+from adapmtl.inference.optimize import KERNELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "magnitude-prune every layer to this sparsity first and set BN statistics from a "
         "random batch (for trying out, no training)",
     )
-    parser.add_argument("--input-size", default="321x321", help="HxW (default 321x321)")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--input-size", default="321x321", help="input HxW")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=10, help="end-to-end runs per model")
     parser.add_argument("--layer-repeats", type=int, default=5, help="timed runs per layer")
     parser.add_argument(
-        "--kernels", default="direct,direct-wide,csr", help="sparse kernels to consider"
+        "--kernels",
+        default=",".join(KERNELS),
+        help=f"comma-separated sparse kernels to consider, among: {', '.join(KERNELS)}",
     )
     parser.add_argument("--json", help="also write the measurements to this JSON file")
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--repeats, --layer-repeats and --batch must be positive")
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     height, width = parse_size(args.input_size)
-    model = model_from_weights_arguments(args)
+    model, spec = model_from_weights_arguments(args)
     if args.prune is not None:
         calibrate_batchnorm(model, torch.randn(2, 3, height, width))
     if not numba_available():
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(f"--kernels {args.kernels!r}: {err}") from None
     result = compare_end_to_end(model, fast, example, repeats=args.repeats)
-    print(f"{args.model}, input {args.batch}x3x{height}x{width}, {plan.threads} threads")
+    print(f"{spec.name}, input {args.batch}x3x{height}x{width}, {plan.threads} threads")
     print(plan)
     print(result)
     if args.json:

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     synth = sub.add_parser(
         "synth",
+        formatter_class=parser.formatter_class,
         help="render synthetic scenes into a public dataset layout",
         description="Render synthetic scenes and write them in a public dataset layout, so the "
         "NYUv2 / Taskonomy readers can be used without downloading anything.",
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     synth.add_argument("--n", type=int, required=True, help="number of training images")
     synth.add_argument("--size", required=True, help="image size HxW, e.g. 64x64")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed of the scenes")
     synth.add_argument(
         "--n-test", type=int, default=None, help="held-out images (default: max(1, n // 5))"
     )

@@ -44,7 +44,11 @@ run differs only by ``method: dense`` and ``weighting: equal``."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
-    parser.add_argument("--iterations", type=int, help="training iterations per run")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help=f"training iterations per run (default: {DEMO_SETTINGS['train']['iterations']})",
+    )
     parser.add_argument("--target", type=float, default=0.9, help="target overall sparsity")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo")
     add_set_argument(parser, "override a setting of both runs")

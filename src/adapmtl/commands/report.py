@@ -4,18 +4,27 @@ with ``--cost`` its parameters and MACs, dense and nonzero (paper Table 4)."""
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 from pathlib import Path
+from typing import Any
+
+from adapmtl.commands.common import CHECKPOINT_HELP
+
+DEFAULT_COST_SIZE = (321, 321)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     parser.add_argument("--layers", action="store_true", help="also print every layer")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--cost", action="store_true", help="parameters and MACs, dense and nonzero (Table 4)"
     )
     parser.add_argument(
-        "--input-size", default="321x321", help="input HxW for --cost (default 321x321)"
+        "--input-size",
+        help="input HxW for --cost (default: the run's evaluation input size, else "
+        f"{DEFAULT_COST_SIZE[0]}x{DEFAULT_COST_SIZE[1]})",
     )
 
 
@@ -31,30 +40,51 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def run(args: argparse.Namespace) -> int:
-    from adapmtl.engine.checkpoint import load_checkpoint
-    from adapmtl.engine.trainer import model_from_checkpoint
-    from adapmtl.errors import UserError
-    from adapmtl.sparsity import is_sparsified, report
+def run_input_size(config: Any) -> tuple[int, int] | None:
+    """The input size a run evaluates at: its dataset's ``size`` option (validation options
+    first), else the dataset's default size; ``None`` when images keep their own size."""
+    from adapmtl.data.registry import dataset_class
 
-    state = load_checkpoint(args.checkpoint)
-    model, config, _ = model_from_checkpoint(state, args.checkpoint)
+    options = {**config.data.options, **config.data.val_options}
+    if "size" in options:
+        size = options["size"]
+    else:
+        size = inspect.signature(dataset_class(config.data.name)).parameters["size"].default
+    if size is None or size is inspect.Parameter.empty:
+        return None
+    height, width = size
+    return int(height), int(width)
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapmtl.commands.common import load_trained
+    from adapmtl.errors import UserError
+    from adapmtl.sparsity import is_sparsified, report, sparsify
+
+    trained = load_trained(args.checkpoint)
+    model, config = trained.model, trained.config
     if args.cost:
         from adapmtl.analysis import count_cost
 
-        cost = count_cost(model.eval(), _size(args.input_size))
+        if args.input_size is not None:
+            size = _size(args.input_size)
+        else:
+            size = (run_input_size(config) if config is not None else None) or DEFAULT_COST_SIZE
+            print(f"input size {size[0]}x{size[1]}", file=sys.stderr)
+        cost = count_cost(model.eval(), size)
         print(cost.to_json() if args.json else cost)
         return 0
-    if not is_sparsified(model):
-        raise UserError(f"{args.checkpoint} holds a dense model (method {config.method.name!r})")
+    if trained.exported:
+        model = sparsify(model, mode="mask")  # the exact zeros of the file, counted per component
+    elif not is_sparsified(model):
+        raise UserError(f"{trained.path} holds a dense model (method {config.method.name!r})")
     rep = report(model)
     if args.json:
         print(rep.to_json())
         return 0
-    print(
-        f"{args.checkpoint}: {config.model.name}, method {config.method.name}, "
-        f"iteration {state['iteration']}\n"
-    )
+    name = config.model.name if config is not None else "model"
+    method = f"method {config.method.name}, " if config is not None else ""
+    print(f"{trained.path}: {name}, {method}iteration {trained.iteration}\n")
     print(rep)
     if args.layers:
         print()

@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from adapmtl.commands.common import DEVICE_HELP, resolve_checkpoint
+
 
 def _fixed(text: str) -> tuple[str, float]:
     if "=" not in text:
@@ -22,7 +24,11 @@ def _fixed(text: str) -> tuple[str, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a run's checkpoint (.pt) or run directory (best.pt, else last.pt)",
+    )
     parser.add_argument(
         "--component",
         action="append",
@@ -59,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="retrain each pruned model N iterations with its mask fixed",
     )
     parser.add_argument("--finetune-lr", type=float, help="fine-tuning lr (default: optim.lr)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--out", type=Path, help="output directory (default: next to CHECKPOINT)")
-    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="tables only, no matplotlib")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune < 0:
         raise UserError(f"--finetune: expected >= 0 iterations, got {args.finetune}")
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     state = load_checkpoint(args.checkpoint)
-    model, config, tasks = model_from_checkpoint(state)
-    device = resolve_device(args.device)
+    model, config, tasks = model_from_checkpoint(state, args.checkpoint)
+    device = resolve_device(args.device, "--device")
     model.to(device)
     dataset = build_dataset(config, args.split or config.data.val_split, tasks, train=False)
     loader = DataLoader(dataset, batch_size=config.data.eval_batch_size)
@@ -114,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         args.levels,
         fixed=dict(args.fix),
         score=score,
-        reference=read_reference(args.reference) if args.reference else None,
+        reference=read_reference(args.reference, "--reference") if args.reference else None,
         retrain=retrain,
     )
     out = args.out or args.checkpoint.parent / "sensitivity"

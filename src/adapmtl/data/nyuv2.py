@@ -1,4 +1,4 @@
-"""NYUv2 readers for the two public layouts (REFERENCE.md sections 4.1 and 4.2).
+"""NYUv2 readers for the two public layouts (docs/reference_implementations.md, data).
 
 * :class:`NYUv2AdaShare` — the AdaShare / DiSparse / TreeMTL / official AdapMTL layout:
   ``<root>/nyu_v2_3task.json`` lists ``[image png, seg png, normal png, depth npy]`` per item,
@@ -70,7 +70,7 @@ def decode_normal_png(encoded: np.ndarray, decoding: str) -> torch.Tensor:
 
     Pixels with any channel at 255 are invalid (all-zero vector), as in the references.
     ``"true"`` decodes n = 2 v / 255 - 1 then renormalises (quantisation); ``"official"``
-    L2-normalises the raw 0-254 vector, as the official code does (REFERENCE.md section 4.1).
+    L2-normalises the raw 0-254 vector, as the official code does.
     """
     raw = encoded.astype(np.float32)
     vectors = 2.0 * raw / 255.0 - 1.0 if decoding == "true" else raw
@@ -81,7 +81,7 @@ def decode_normal_png(encoded: np.ndarray, decoding: str) -> torch.Tensor:
 
 
 class NYUv2AdaShare(ReaderDataset):
-    """NYUv2 in the AdaShare layout (REFERENCE.md section 4.1).
+    """NYUv2 in the AdaShare layout (used by the official code, DiSparse and TreeMTL).
 
     Image: BGR, minus the BGR mean (0-255 scale, no std). ``normal_decoding="true"`` (default)
     gives true unit normals; ``"official"`` reproduces the official code's raw-vector
@@ -170,7 +170,7 @@ MTAN_DIRS = {"image": "image", "seg": "label", "depth": "depth", "normal": "norm
 
 
 class NYUv2MTAN(ReaderDataset):
-    """NYUv2 in the MTAN / LibMTL layout (REFERENCE.md section 4.2).
+    """NYUv2 in the MTAN / LibMTL layout (288x384 arrays, 13 classes).
 
     Arrays are HWC ``.npy`` files named ``<i>.npy``. The image is passed through as stored
     (float, RGB, CHW after transposing; the layout's value range is not documented upstream);

@@ -18,7 +18,7 @@ class ReaderDataset(Dataset):
     """Base class: subclasses implement :meth:`load` (one sample at its stored resolution, in the
     library's conventions) and ``__len__``.
 
-    ``size = (H, W)``: with ``augment=True`` the training pipeline of REFERENCE.md section 4.4
+    ``size = (H, W)``: with ``augment=True`` the references' training pipeline
     (random scale 0.5-1.5, horizontal flip with normal x negated, pad + random crop to
     ``size``), seeded from (seed, split, epoch, index); without augmentation, a plain resize to
     ``size`` (image bilinear, targets nearest; the official evaluation protocol), or the stored
@@ -73,6 +73,6 @@ class ReaderDataset(Dataset):
 
 def image_to_tensor(rgb, mean_bgr: Sequence[float]) -> torch.Tensor:
     """uint8 RGB [H, W, 3] -> float32 BGR [3, H, W] minus ``mean_bgr`` (0-255 scale, no std):
-    the AdaShare-family image normalisation (REFERENCE.md section 4.1)."""
+    the AdaShare-family image normalisation."""
     image = torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1).float()
     return image - torch.tensor(mean_bgr, dtype=torch.float32)[:, None, None]

@@ -21,7 +21,9 @@ from adapmtl.registry import Registry, closest
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
-def _dataset_class(name: str) -> type:
+def dataset_class(name: str) -> type:
+    """The class of the registered dataset ``name`` (its constructor's parameters are the
+    dataset's options)."""
     if name == "scenes":
         from adapmtl.data.scenes import ScenesDataset
 
@@ -41,7 +43,7 @@ def _dataset_class(name: str) -> type:
 
 def _factory(name: str):
     def build(split: str, tasks: Sequence[str] | None, **kwargs: Any) -> Dataset:
-        cls = _dataset_class(name)
+        cls = dataset_class(name)
         accepted = [p for p in inspect.signature(cls).parameters if p not in ("split", "tasks")]
         for key in kwargs:
             if key not in accepted:

@@ -1,4 +1,4 @@
-"""Tiny-Taskonomy reader, AdaShare layout (REFERENCE.md section 4.3).
+"""Tiny-Taskonomy reader, AdaShare layout (docs/reference_implementations.md, Tiny-Taskonomy).
 
 ``<root>/taskonomy.json`` maps split names (train, test, test_small) to entries of six relative
 paths ``[rgb, segment_semantic, normal, depth_zbuffer, keypoints2d, edge_texture]``; each path
@@ -88,7 +88,7 @@ def decode_normal(encoded: np.ndarray, valid: np.ndarray) -> torch.Tensor:
 
 
 class Taskonomy(ReaderDataset):
-    """Tiny-Taskonomy, five tasks (REFERENCE.md section 4.3).
+    """Tiny-Taskonomy, five tasks, decoded as AdaShare does (see docs/data.md).
 
     Every file is first resized to ``load_size`` (256 x 256 as the references; None keeps the
     stored size): targets by nearest neighbour, the RGB bilinearly (the references use nearest

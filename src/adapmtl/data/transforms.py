@@ -1,4 +1,5 @@
-"""Joint image/target transforms in plain torch (REFERENCE.md section 4.4).
+"""Joint image/target transforms in plain torch: the references' training augmentation
+(docs/reference_implementations.md, augmentation and evaluation resolution).
 
 Every function takes and returns a sample ``(image [3, H, W], {task: target})`` in the library's
 conventions (docs/architecture.md) and draws its randomness from an explicit
@@ -71,7 +72,7 @@ def random_scale(
 
 
 def horizontal_flip(image: torch.Tensor, targets: dict[str, torch.Tensor]) -> Sample:
-    """Mirror left-right. Normals' x component is negated (REFERENCE.md section 4.4); invalid
+    """Mirror left-right. Normals' x component is negated (the NYUv2 references forget to); invalid
     normals (the all-zero vector) stay invalid because -0 == 0."""
     flipped = {task: t.flip(-1) for task, t in targets.items()}
     if "normal" in flipped:

@@ -13,13 +13,19 @@ from adapmtl.methods import Method, build_method
 from adapmtl.weighting import Weighting, build_weighting, param_ratio
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU."""
+def resolve_device(spec: str, setting: str = "train.device") -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU. ``setting`` (the config
+    key or flag ``spec`` came from) names it in errors."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec != "cpu" and spec != "cuda" and not spec.startswith("cuda:"):
+        raise UserError(f"{setting}: expected auto, cpu, cuda or cuda:N, got {spec!r}")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device: {spec!r} requested but CUDA is not available here")
-    return torch.device(spec)
+        raise UserError(f"{setting}: {spec!r} requested but CUDA is not available here")
+    try:
+        return torch.device(spec)
+    except RuntimeError as err:
+        raise UserError(f"{setting}: {spec!r} is not a device ({err})") from None
 
 
 def build_tasks(config: Config) -> dict[str, Any]:

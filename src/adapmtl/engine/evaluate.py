@@ -62,12 +62,13 @@ def evaluate(
     }
 
 
-def read_reference(path: str | Path) -> dict[str, dict[str, float]]:
+def read_reference(path: str | Path, setting: str | None = None) -> dict[str, dict[str, float]]:
     """Dense reference metrics from a JSON file: ``{"metrics": {task: {metric: value}}}`` (a
-    ``results.json`` of a dense run) or directly ``{task: {metric: value}}``."""
+    ``results.json`` of a dense run) or directly ``{task: {metric: value}}``. ``setting`` names
+    the config key or flag the path came from, for the hint when the file is missing."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"reference file {path} does not exist")
+        raise UserError(missing_reference(path, setting))
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -76,6 +77,47 @@ def read_reference(path: str | Path) -> dict[str, dict[str, float]]:
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
         raise UserError(f"reference file {path}: expected {{task: {{metric: value}}}}")
     return metrics
+
+
+def reference_split(path: str | Path) -> str | None:
+    """The split a reference's metrics were measured on, where it is recorded: the ``split`` of
+    an ``adapmtl eval --json`` output, else the validation split of the run directory holding the
+    file (its ``config.yaml``); ``None`` when neither says."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("split"), str):
+        return data["split"]
+    run_config = path.parent / "config.yaml"
+    if not run_config.is_file():
+        return None
+    import yaml
+
+    try:
+        settings = yaml.safe_load(run_config.read_text())
+    except yaml.YAMLError:
+        return None
+    data_settings = settings.get("data") if isinstance(settings, dict) else None
+    split = data_settings.get("val_split", "val") if isinstance(data_settings, dict) else "val"
+    return split if isinstance(split, str) else None
+
+
+def missing_reference(path: Path, setting: str | None) -> str:
+    """What is missing, where it was looked for, and how to point at the right file."""
+    where = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
+    message = f"reference file {path} does not exist{where}"
+    if setting is None:
+        return message
+    if setting.startswith("--"):
+        how = f"give {setting} PATH"
+    else:
+        how = f"set --set {setting}=PATH, or --set {setting}=null to do without Delta_T"
+    return (
+        f"{message}; {setting} names the dense run's results.json: train the dense run first, "
+        f"or {how}"
+    )
 
 
 def normalised_score(

@@ -1,4 +1,4 @@
-"""``disparse``: DiSparse (Sun et al., CVPR 2022), static and dynamic, as REFERENCE.md section 6.
+"""``disparse``: DiSparse (Sun et al., CVPR 2022), static and dynamic, as its public code does.
 
 Both modes disentangle the tasks: each task t scores the weights of the backbone and of its own
 head with its own loss; a backbone weight survives if **any** task keeps it (the union, "pruned
@@ -19,8 +19,8 @@ r_t = r0 (1 + cos(pi t / END)) / 2: drop the smallest-magnitude active weights o
 to d_l (1 - r_t), then per task regrow the d_l r_t N_l inactive weights with the largest |dL_t/dW|
 (backbone: union over tasks of the grown sets; head t: task t's); at END a final magnitude trim to
 exactly d_l per layer, then the masks are fixed. Gradients for regrowth are taken at the current
-sparse weights on a batch of the scoring stream (DiSparse uses the stale dense weights, a bug
-listed in REFERENCE.md section 9).
+sparse weights on a batch of the scoring stream (DiSparse uses the stale dense weights, a bug;
+see docs/reference_implementations.md).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ j = 1..n), the model is pruned by global magnitude to
 
     s_j = s_f + (s_i - s_f) (1 - j / n)^3
 
-(REFERENCE.md section 6). Pruned weights stay pruned; after t_end the mask is fixed at s_f = the
-target and the survivors keep training. With ``dense_checkpoint`` the run starts from a trained
-dense model, as the paper's IMP row (REFERENCE.md section 7); otherwise from scratch.
+(global magnitude over every prunable weight). Pruned weights stay pruned; after t_end the mask is
+fixed at s_f = the target and the survivors keep training. With ``dense_checkpoint`` the run starts
+from a trained dense model, as the paper's IMP row; otherwise from scratch.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Train dense, prune by global magnitude, reset the surviving weights to their values theta_k after
 k iterations (k = 0: the initial weights, the paper's "reset the model to its initial weights";
 k > 0: rewinding), reset optimizer and learning-rate schedule, and retrain with the mask fixed
-(paper Section 4.1.3; REFERENCE.md section 6). With ``rounds`` > 1 the sparsity grows
-geometrically, s_r = 1 - (1 - target)^(r / rounds), with a rewind after every round.
+(paper Section 4.1.3; docs/reference_implementations.md, baselines). With ``rounds`` > 1 the
+sparsity grows geometrically, s_r = 1 - (1 - target)^(r / rounds), with a rewind after every round.
 
 The dense phase either runs inside this run (the first ``dense_fraction`` of the iterations,
 split evenly over the rounds) or comes from a dense run's checkpoint (``dense_checkpoint``; the

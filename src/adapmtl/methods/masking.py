@@ -4,7 +4,7 @@ Every mask-based method registers the one sparse-weight parametrization in mask 
 (``sparsify(model, mode="mask")``) and installs boolean masks with ``set_masks``; the effective
 weight is ``W * M``. This module adds what the methods have in common: exact global top-k masks,
 magnitude and connection-sensitivity scores, weight snapshots for rewinding and dense
-checkpoints. Counting follows REFERENCE.md section 6: every Conv/Linear weight of backbone and
+checkpoints. Counting follows the references: every Conv/Linear weight of backbone and
 heads, never biases or norm parameters.
 """
 

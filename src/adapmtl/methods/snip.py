@@ -1,7 +1,7 @@
 """``snip``: single-shot pruning at initialisation by connection sensitivity (Lee et al. 2019).
 
 Before the first step, the score of every prunable weight is |dL/dm| = |g * W|, the gradient of
-the multitask loss with respect to a multiplicative mask at m = 1 (REFERENCE.md section 6). L is
+the multitask loss with respect to a multiplicative mask at m = 1 (Lee et al. 2019). L is
 the sum of the task losses, as the training loop weights them at initialisation (all task weights
 are 1 during the warm-up). One global top-k keeps (1 - target) of all weights of backbone and
 heads together; the mask stays fixed for the whole schedule.

@@ -1,4 +1,4 @@
-"""The DeepLab-v2 ASPP task head used by the references (REFERENCE.md section 3; Chen et al. 2017).
+"""The DeepLab-v2 ASPP task head used by the references (Chen et al. 2017).
 
 Four parallel branches with dilation rates (6, 12, 18, 24) whose outputs are **summed** (no
 concatenation, image pooling or BN). Each branch: 3x3 conv C_in -> hidden with dilation = padding

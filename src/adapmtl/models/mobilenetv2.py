@@ -1,6 +1,6 @@
-"""MobileNetV2 feature extractor as the references use it (REFERENCE.md section 3): the standard
-inverted-residual table, the final 1x1 conv to 1280 channels, no pooling or classifier, no
-dilation (output stride 32), He-normal initialisation, trained from scratch.
+"""MobileNetV2 feature extractor as the references use it (docs/reference_implementations.md):
+the standard inverted-residual table, the final 1x1 conv to 1280 channels, no pooling or
+classifier, no dilation (output stride 32), He-normal initialisation, trained from scratch.
 
 Activation: plain ReLU. TreeMTL's model description uses ReLU, and whether the official AdapMTL
 file uses ReLU6 cannot be checked; ReLU6 only differs by clipping activations at 6, which matters

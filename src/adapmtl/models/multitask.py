@@ -35,7 +35,7 @@ class MultiTaskModel(nn.Module):
     """``backbone(x)`` feeds every head; ``forward`` returns ``{task: [B, C_task, h, w]}``.
 
     Outputs are at head resolution (output stride 8 for DeepLab-ResNet34, 32 for MobileNetV2), as
-    the reference implementations compute their losses (REFERENCE.md section 5); with
+    the reference implementations compute their losses (targets are resized, not logits); with
     ``upsample=True`` they are resized bilinearly to the input size instead.
     """
 

@@ -1,5 +1,6 @@
 """DeepLab-ResNet34, the dilated ResNet34 backbone of AdaShare, DiSparse, TreeMTL and the official
-AdapMTL code (REFERENCE.md section 3): output stride 8, no classifier, trained from scratch.
+AdapMTL code (docs/reference_implementations.md): output stride 8, no classifier, trained from
+scratch.
 
 It differs from the classification ResNet34 in its ceil-mode max-pool, the strides [1, 2, 1, 1]
 with dilations [1, 1, 2, 4] of the four stages, and the N(0, 0.01) initialisation of every conv

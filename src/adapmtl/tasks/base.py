@@ -1,6 +1,6 @@
 """The two interfaces every task type implements: :class:`Task` and :class:`Metric`.
 
-Shared conventions (docs/architecture.md, REFERENCE.md §5):
+Shared conventions (docs/architecture.md, docs/reference_implementations.md):
 
 * predictions come at head resolution ``[B, C, h, w]``; targets at label resolution;
 * losses resize the *target* to the prediction by nearest neighbour, metrics resize the
@@ -207,7 +207,7 @@ class Metric(ABC):
 def batch_weighted(mean: Tensor, batch_size: int) -> dict[str, Tensor]:
     """Increments for the references' per-batch averaging: batch mean x batch size, and B.
 
-    Used by the ``"batch"`` averaging options (REFERENCE.md §5): the result is
+    Used by the ``"batch"`` averaging options (the references' per-batch means): the result is
     sum_b(mean_b * B_b) / sum_b(B_b). A batch with no valid pixel contributes nothing.
     """
     return {

@@ -1,5 +1,5 @@
 """Depth: masked L1 loss; absolute/relative error and the delta < 1.25^k accuracies
-(paper Section 4.1.2; REFERENCE.md §5)."""
+(paper Section 4.1.2; docs/reference_implementations.md, losses and metrics)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Keypoint and edge maps: L1 loss and mean absolute error over valid pixels
-(paper Section 4.1.2; REFERENCE.md §5), or binary cross-entropy on logits for [0, 1] maps."""
+(paper Section 4.1.2; docs/reference_implementations.md), or binary cross-entropy on logits for
+[0, 1] maps."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Surface normals: 1 - cosine loss on L2-normalised vectors; angle-error metrics in degrees
-(paper Section 4.1.2; REFERENCE.md §5)."""
+(paper Section 4.1.2; docs/reference_implementations.md, losses and metrics)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapmtl.registry import Registry
+from adapmtl.registry import Registry, closest
 from adapmtl.tasks.base import Task
 from adapmtl.tasks.classification import ClassificationTask
 from adapmtl.tasks.depth import DepthTask
@@ -60,8 +60,8 @@ def _build(
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(
-            f"task set {set_name!r}: unknown option(s) {unknown} for task {task_name!r}; "
-            f"valid: {valid}"
+            f"task set {set_name!r}: unknown option {unknown[0]!r}{closest(unknown[0], valid)} "
+            f"for task {task_name!r}; valid: {', '.join(valid)}"
         )
     return factory(name=task_name, **kwargs)
 

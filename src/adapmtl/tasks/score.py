@@ -4,7 +4,7 @@ For metric j of task t: delta_j = (-1)^{l_j} (M_j - M_dense,j) / M_dense,j * 100
 when lower is better. Two forms of the per-task score:
 
 * ``reduce="sum"`` (default): Delta_T_t = sum_j delta_j. This is what the paper's tables compute;
-  it reproduces every row of Tables 1 and 2 (REFERENCE.md §5).
+  it reproduces every row of Tables 1 and 2 (tests/test_score_paper_tables.py).
 * ``reduce="mean"``: Delta_T_t = mean_j delta_j, Eq. 7 as printed.
 
 Overall Delta_T = mean over tasks of Delta_T_t in both forms. With one metric per task (the

@@ -1,5 +1,6 @@
 """Semantic segmentation: cross-entropy with ignore label 255; mIoU and pixel accuracy from a
-confusion matrix over the whole evaluation set (paper Section 4.1.2; REFERENCE.md §5)."""
+confusion matrix over the whole evaluation set (paper Section 4.1.2;
+docs/reference_implementations.md)."""
 
 from __future__ import annotations
 

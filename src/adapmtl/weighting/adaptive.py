@@ -28,7 +28,7 @@ class AdaptiveWeighting(Weighting):
 
     Args:
         tasks: task names, in the order of the loss vectors given to :meth:`update`.
-        mode: ``paper`` — Eq. 6 as above. ``official`` — the official code (REFERENCE.md §2):
+        mode: ``paper`` — Eq. 6 as above. ``official`` — the official code:
             d_t = |L_t^{i-1} - L_t^i| / L_t^i is recorded from the end of the warm-up, D_t is its
             mean over the window, and beta_t = T * D_t / sum_k D_k: a *direct* relation (a loss
             that fluctuates more gets a larger weight), weights summing to T.
