@@ -90,7 +90,7 @@ CPU = "configs/scenes/adapmtl_cpu.yaml"
         ("tasks.names=[seg, nomal]", r"tasks.names: unknown task 'nomal' \(did you mean 'normal'"),
         ("model.options.widht=0.5", r"'model.options.widht' \(did you mean 'width'\?\)"),
         ("model.options.width=wide", r"model.options.width: expected a number"),
-        ("method.options.pressure=x", r"method.options.pressure: expected 'schedule' or 'none'"),
+        ("method.options.level=x", r"method.options.level: expected one of \('schedule'"),
         ("train.iteratons=5", r"'train.iteratons' \(did you mean 'iterations'\?\)"),
         ("trian.iterations=5", r"'trian' \(did you mean 'train'\?\)"),
     ],
