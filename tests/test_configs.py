@@ -30,12 +30,13 @@ def test_scenes_presets_are_the_demo_settings():
     from adapmtl.commands.demo import demo_configs
 
     args = argparse.Namespace(overrides=[], iterations=None, target=0.9, out=Path("runs/demo"))
-    dense, sparse = demo_configs(args)
+    dense, gmp, sparse = demo_configs(args)
     root = Path(__file__).parents[1] / "configs" / "scenes"
     assert load_config(root / "dense_cpu.yaml") == dense
-    preset = load_config(root / "adapmtl_cpu.yaml")
-    preset.eval.reference = sparse.eval.reference
-    assert preset == sparse
+    for name, config in (("gmp_cpu.yaml", gmp), ("adapmtl_cpu.yaml", sparse)):
+        preset = load_config(root / name)
+        preset.eval.reference = config.eval.reference
+        assert preset == config, name
 
 
 SUITES = sorted((Path(__file__).parents[1] / "configs" / "suites").glob("*.yaml"))

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 SHORT = [
     "model.options.width=0.125",
     "model.options.head_channels=16",
-    "data.options.size=[32, 32]",
+    "data.train_options.size=[32, 32]",
+    "data.val_options.size=[32, 32]",
     "data.train_options.n=16",
     "data.val_options.n=8",
     "data.eval_batch_size=8",
@@ -40,6 +41,20 @@ def test_demo_prints_the_table_and_writes_what_it_announces(tmp_path, capsys):
     assert (out / "table.md").read_text().strip() in printed
     dense_row = next(line for line in printed.splitlines() if line.startswith("| dense"))
     assert dense_row.rstrip(" |").endswith("0.00")  # the dense model is its own reference
+    # GMP and AdapMTL rows; the mean form of Delta_T is the mean over tasks of each task's sum of
+    # metric terms divided by its number of metrics (seg 2, normal 5, depth 5)
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    metrics_per_task = {"seg": 2, "normal": 5, "depth": 5}
+    for label, run in (("GMP from scratch", "gmp"), ("AdapMTL", "adapmtl")):
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {label} |"))
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        expected = sum(
+            float(cells[columns.index(f"ΔT {task}")]) / count
+            for task, count in metrics_per_task.items()
+        ) / len(metrics_per_task)
+        mean_line = next(line for line in printed.splitlines() if line.startswith(f"  {label}: "))
+        assert float(mean_line.split(": ")[1]) == pytest.approx(expected, abs=0.01)
+        assert json.loads((out / run / "results.json").read_text())["target_reached"] is True
     sparse = json.loads((out / "adapmtl" / "results.json").read_text())
     dense = json.loads((out / "dense" / "results.json").read_text())
     assert set(sparse["metrics"]) == set(dense["metrics"]) == {"seg", "normal", "depth"}
