@@ -33,13 +33,6 @@ def test_architecture_describes_the_trainer_once_with_its_true_signature():
         assert re.search(rf"{name}={re.escape(repr(default))}", text), name
 
 
-# Files of the lead's branch that still cite the internal notes; the lead replaces those.
-NOT_YET = {
-    "docs/methods.md",
-    "docs/results/quality.md",
-    "src/adapmtl/sparsity/controller.py",
-    "src/adapmtl/sparsity/pressure.py",
-}
 INTERNAL = re.compile(r"REFERENCE\.md|DESIGN\.md|\.\./shared|/work/shared")
 
 
@@ -58,7 +51,7 @@ def test_no_page_cites_notes_users_do_not_have():
         for file in _project_files()
         if INTERNAL.search(file.read_text(encoding="utf-8"))
     }
-    assert citing <= NOT_YET, sorted(citing - NOT_YET)
+    assert not citing, sorted(citing)
 
 
 def _anchor(heading: str) -> str:
