@@ -38,7 +38,10 @@ class ClassificationTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return torch.ones_like(target, dtype=torch.bool)
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
+    def target_problem(self, target: Tensor) -> Tensor:
+        return ((target < 0) | (target >= self.num_classes)).any()
+
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
         if pred.ndim != 2 or pred.shape[1] != self.num_classes:
             raise self.error(
                 f"prediction must have shape [B, {self.num_classes}], got {shape_str(pred)}"
@@ -51,6 +54,8 @@ class ClassificationTask(Task):
             raise self.error(
                 f"batch size differs: prediction {shape_str(pred)} vs target {shape_str(target)}"
             )
+        if not values:
+            return
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= self.num_classes):
             raise self.error(
                 f"target labels must be in [0, {self.num_classes - 1}], "
@@ -58,8 +63,8 @@ class ClassificationTask(Task):
             )
         self.check_finite(pred)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         weight = (
             None if self.class_weights is None else self.class_weights.to(pred.device, pred.dtype)
         )

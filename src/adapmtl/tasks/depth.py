@@ -66,11 +66,11 @@ class DepthTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return target[:, 0] > self.valid_threshold
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=1)
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=1, values=values)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:])
         return masked_mean((pred - target).abs()[:, 0], self.valid_mask(target))
 

@@ -54,11 +54,11 @@ class NormalTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return (target != 0).any(dim=1)
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=3)
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=3, values=values)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:])
         cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
         return masked_mean(1.0 - cos, self.valid_mask(target))

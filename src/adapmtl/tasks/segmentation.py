@@ -70,8 +70,13 @@ class SegmentationTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return target != IGNORE
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=None)
+    def target_problem(self, target: Tensor) -> Tensor:
+        return ((target != IGNORE) & ((target < 0) | (target >= self.num_classes))).any()
+
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=None, values=values)
+        if not values:
+            return
         labels = target[target != IGNORE]
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
@@ -80,9 +85,9 @@ class SegmentationTask(Task):
                 f"found {bad}; does the dataset have a different number of classes?"
             )
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
         """Mean cross-entropy over the batch's non-ignored pixels (weighted mean with weights)."""
-        self.check(pred, target)
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:]).long()
         weight = (
             None if self.class_weights is None else self.class_weights.to(pred.device, pred.dtype)
