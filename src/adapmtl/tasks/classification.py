@@ -30,7 +30,7 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.class_weights = None
         if class_weights is not None:
-            w = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            w = torch.as_tensor(class_weights, dtype=torch.float32, device="cpu").flatten()
             if w.numel() != num_classes or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                 raise self.error(f"class_weights must be {num_classes} finite non-negative values")
             self.class_weights = w
@@ -81,8 +81,8 @@ class ClassificationMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "correct": torch.zeros((), dtype=torch.int64),
-            "count": torch.zeros((), dtype=torch.int64),
+            "correct": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

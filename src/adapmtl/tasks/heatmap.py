@@ -91,10 +91,10 @@ class HeatmapMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "abs_sum": torch.zeros((), dtype=torch.float64),
-            "count": torch.zeros((), dtype=torch.int64),
-            "batch_sum": torch.zeros((), dtype=torch.float64),
-            "batch_samples": torch.zeros((), dtype=torch.int64),
+            "abs_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

@@ -60,7 +60,7 @@ class SegmentationTask(Task):
         self.class_weights = None if class_weights is None else self._weights(class_weights)
 
     def _weights(self, weights: Sequence[float] | Tensor) -> Tensor:
-        w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        w = torch.as_tensor(weights, dtype=torch.float32, device="cpu").flatten()
         if w.numel() != self.num_classes:
             raise self.error(f"class_weights must have {self.num_classes} entries, got {w.numel()}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -107,9 +107,9 @@ class SegmentationMetric(Metric):
     def _zero_state(self) -> dict[str, Tensor]:
         c = self.task.num_classes
         return {
-            "confusion": torch.zeros(c, c, dtype=torch.int64),
-            "batch_sum": torch.zeros((), dtype=torch.float64),
-            "batch_samples": torch.zeros((), dtype=torch.int64),
+            "confusion": torch.zeros(c, c, dtype=torch.int64, device="cpu"),
+            "batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

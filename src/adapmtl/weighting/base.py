@@ -36,7 +36,9 @@ class Weighting(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def _check(self, losses: torch.Tensor) -> torch.Tensor:
-        losses = torch.as_tensor(losses, dtype=torch.float64).detach().flatten()
+        if not isinstance(losses, torch.Tensor):
+            losses = torch.as_tensor(losses, device="cpu")
+        losses = losses.detach().double().flatten()
         if losses.numel() != len(self.tasks):
             raise ValueError(
                 f"expected {len(self.tasks)} task losses ({', '.join(self.tasks)}), "
