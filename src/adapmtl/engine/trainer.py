@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import shutil
@@ -258,6 +259,9 @@ class Trainer:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         if config.train.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace (read when its first handle
+            # is created, so set before the model reaches the GPU); a no-op on the CPU
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
