@@ -57,6 +57,7 @@ from adapmtl.engine.interrupt import (
     catch,
 )
 from adapmtl.engine.logging import RunLogger
+from adapmtl.engine.reach import check_threshold_reach
 from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, ShardedEvalSampler
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
@@ -275,6 +276,7 @@ class Trainer:
         self.method.prepare(self.model)
         if init_state is not None:
             self._init_from(init_state, Path(init_from))
+        check_threshold_reach(config, self.model)
         self.model.to(self.device)
         if self.dist.rank > 0:  # identical weights, but dropout of its own on every process
             torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank, 0))
