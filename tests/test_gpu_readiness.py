@@ -204,3 +204,16 @@ def test_cross_entropy_matches_torch_without_the_nll_loss_kernel(weighted):
     torch.testing.assert_close(pred.grad, grad)
     # no deterministic CUDA kernel exists for nll_loss: train.deterministic would refuse it
     assert not [op for op in seen if "nll_loss" in op]
+
+
+def test_a_rejected_target_in_a_training_step_raises_the_tasks_message_before_the_update(
+    tiny_settings, tmp_path
+):
+    trainer = _trainer(tiny_settings, tmp_path, "dense")
+    images, targets = _to_device(next(trainer._train_batches()), trainer.device)
+    targets["seg"][0, 0, 0] = 200  # the scenes have 8 classes
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with SyncCounter() as syncs, pytest.raises(ValueError, match=r"task 'seg'.*found 200"):
+        trainer.train_step((images, targets))
+    assert syncs.total > 1  # the step's read, then the task's own check for the message
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.model.parameters(), strict=True))

@@ -2,8 +2,9 @@
 iterations, best checkpoint by Delta_T (or validation loss), exact resume.
 
 Step order: forward, per-task losses, (DDP: losses all-reduced), task weights (weighting),
-weighted loss, backward (DDP: gradients all-reduced), ``method.after_backward`` (controller,
-masks), optimizer step, scheduler step, ``method.after_step``.
+weighted loss, backward (DDP: gradients all-reduced), one host read of the step's health
+(:class:`StepHealth`), ``method.after_backward`` (controller, masks), optimizer step, scheduler
+step, ``method.after_step``. Nothing else in the step reads the device (docs/architecture.md).
 
 Under torchrun every process runs this trainer on its slice of each global batch
 (docs/distributed.md); only rank 0 writes files. Faults (docs/reliability.md): checkpoints are
@@ -213,6 +214,10 @@ class StepHealth:
         if weights is not None:
             health.weights, health.total = values[2 * tasks + stops + 1 : -1], values[-1]
         return health
+
+    @property
+    def losses_finite(self) -> bool:
+        return all(math.isfinite(loss) for loss in self.losses)
 
     def scalars(self, tasks: list[str]) -> dict[str, float]:
         """The step's log scalars ({} on steps that do not log)."""
@@ -563,7 +568,7 @@ class Trainer:
         self.stop_signal = StopRequest.signal_of(health.stops)
         problem = self._problem(health, batch)
         if problem is not None:
-            if weighting_state is not None and not problem.startswith("gradient"):
+            if weighting_state is not None and not health.losses_finite:
                 self.weighting.load_state_dict(weighting_state)
             self.optimizer.zero_grad(set_to_none=True)
             self._nonfinite(problem)
