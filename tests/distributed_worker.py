@@ -169,8 +169,8 @@ def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
 class NanOnRankOne(Trainer):
     """The depth loss is NaN on rank 1 only, at the second step."""
 
-    def _task_losses(self, batch, forward=None):
-        losses = super()._task_losses(batch, forward)
+    def _task_losses(self, batch, forward=None, **options):
+        losses = super()._task_losses(batch, forward, **options)
         if forward is not None and self.iteration == 1 and self.dist.rank == 1:
             losses["depth"] = losses["depth"] * float("nan")
         return losses

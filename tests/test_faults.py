@@ -221,8 +221,8 @@ class FaultyTrainer(Trainer):
     inf_gradient_at: int | None = None
     inf_weight_at: int | None = None
 
-    def _task_losses(self, batch, forward=None):
-        losses = super()._task_losses(batch, forward)
+    def _task_losses(self, batch, forward=None, **options):
+        losses = super()._task_losses(batch, forward, **options)
         if forward is not None and self.iteration in self.nan_at:
             losses["depth"] = losses["depth"] * float("nan")
         if forward is not None and self.iteration == self.inf_gradient_at:

@@ -198,7 +198,9 @@ def session(device_spec: str) -> Iterator[Distributed]:
 
 def digest(value: Any) -> torch.Tensor:
     """SHA-256 of ``repr(value)`` as an int64 tensor of its 32 bytes (compared across ranks)."""
-    return torch.tensor(list(hashlib.sha256(repr(value).encode()).digest()), dtype=torch.int64)
+    return torch.tensor(
+        list(hashlib.sha256(repr(value).encode()).digest()), dtype=torch.int64, device="cpu"
+    )
 
 
 def structure(model: nn.Module) -> tuple[Any, ...]:
@@ -235,7 +237,7 @@ class ParallelModel:
         names = digest((trainable, tuple(name for name, _ in buffers)))
         # every step, every rank: a decision taken on some ranks only must stop the job here,
         # before DDP's collectives would hang or the replicas silently diverge
-        rows = self.dist.gather_rows(torch.cat([names, torch.tensor([int(changed)])]))
+        rows = self.dist.gather_rows(torch.cat([names, torch.tensor([int(changed)], device="cpu")]))
         if not bool((rows == rows[0]).all()):
             raise UserError(
                 "the processes disagree on the trainable parameters or masks (a pruning "

@@ -33,7 +33,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in tasks.items()}
-    loss_sums = torch.zeros(len(tasks), dtype=torch.float64)
+    loss_sums = torch.zeros(len(tasks), dtype=torch.float64, device="cpu")
     batches = 0
     for index, (images, targets) in enumerate(loader):
         if max_batches is not None and index >= max_batches:
@@ -45,7 +45,10 @@ def evaluate(
             metrics[name].update(outputs[name], target)
         batches += 1
     model.train(was_training)
-    totals = {"loss": loss_sums, "batches": torch.tensor([batches], dtype=torch.int64)}
+    totals = {
+        "loss": loss_sums,
+        "batches": torch.tensor([batches], dtype=torch.int64, device="cpu"),
+    }
     if reduce_state is not None:
         for metric in metrics.values():
             metric.load_state(reduce_state(metric.state()))

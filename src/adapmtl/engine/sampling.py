@@ -51,7 +51,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
         offset = epoch * self.dataset_size
         if self._cached is None or self._cached[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._cached = (epoch, torch.randperm(self.dataset_size, generator=generator))
+            self._cached = (
+                epoch,
+                torch.randperm(self.dataset_size, generator=generator, device="cpu"),
+            )
         order = self._cached[1]
         batch = order[index * self.batch_size : (index + 1) * self.batch_size]
         return (batch + offset).tolist()

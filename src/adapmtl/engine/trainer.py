@@ -2,8 +2,9 @@
 iterations, best checkpoint by Delta_T (or validation loss), exact resume.
 
 Step order: forward, per-task losses, (DDP: losses all-reduced), task weights (weighting),
-weighted loss, backward (DDP: gradients all-reduced), ``method.after_backward`` (controller,
-masks), optimizer step, scheduler step, ``method.after_step``.
+weighted loss, backward (DDP: gradients all-reduced), one host read of the step's health
+(:class:`StepHealth`), ``method.after_backward`` (controller, masks), optimizer step, scheduler
+step, ``method.after_step``. Nothing else in the step reads the device (docs/architecture.md).
 
 Under torchrun every process runs this trainer on its slice of each global batch
 (docs/distributed.md); only rank 0 writes files. Faults (docs/reliability.md): checkpoints are
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import shutil
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,14 @@ from adapmtl.engine.checkpoint import (
 )
 from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
-from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError, catch
+from adapmtl.engine.interrupt import (
+    STOP_SIGNALS,
+    StopRequest,
+    TrainingInterruptedError,
+    catch,
+)
 from adapmtl.engine.logging import RunLogger
+from adapmtl.engine.reach import check_threshold_reach
 from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, ShardedEvalSampler
 from adapmtl.engine.target import target_fields
 from adapmtl.errors import UserError
@@ -189,6 +198,57 @@ def _validation_text(results: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+@dataclass
+class StepHealth:
+    """What a training step reads from the device, in one transfer: the mean task losses, the
+    stop requests per signal, per task how many processes' targets it rejects, the largest
+    |gradient|, and on logging steps the task weights and the weighted total."""
+
+    losses: list[float]
+    stops: list[float]
+    problems: list[float]
+    gradient_bound: float
+    weights: list[float] | None = None
+    total: float | None = None
+
+    @classmethod
+    def read(
+        cls,
+        trainer: Trainer,
+        mean: torch.Tensor,
+        counts: torch.Tensor,
+        gradient_bound: torch.Tensor,
+        weights: torch.Tensor | None,
+    ) -> StepHealth:
+        parts = [mean.double(), counts, gradient_bound.double()[None]]
+        if weights is not None:
+            parts += [weights.double(), (weights * mean).sum().double()[None]]
+        values = trainer.read(torch.cat(parts))
+        tasks, stops = len(mean), len(STOP_SIGNALS)
+        health = cls(
+            losses=values[:tasks],
+            stops=values[tasks : tasks + stops],
+            problems=values[tasks + stops : 2 * tasks + stops],
+            gradient_bound=values[2 * tasks + stops],
+        )
+        if weights is not None:
+            health.weights, health.total = values[2 * tasks + stops + 1 : -1], values[-1]
+        return health
+
+    @property
+    def losses_finite(self) -> bool:
+        return all(math.isfinite(loss) for loss in self.losses)
+
+    def scalars(self, tasks: list[str]) -> dict[str, float]:
+        """The step's log scalars ({} on steps that do not log)."""
+        if self.weights is None or self.total is None:
+            return {}
+        scalars = {f"loss/{n}": v for n, v in zip(tasks, self.losses, strict=True)}
+        scalars.update({f"weight/{n}": w for n, w in zip(tasks, self.weights, strict=True)})
+        scalars["loss/total"] = self.total
+        return scalars
+
+
 class Trainer:
     """Trains one run described by ``config`` into ``run_dir``.
 
@@ -225,6 +285,9 @@ class Trainer:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         if config.train.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace (read when its first handle
+            # is created, so set before the model reaches the GPU); a no-op on the CPU
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
@@ -238,6 +301,8 @@ class Trainer:
         self.method.prepare(self.model)
         if init_state is not None:
             self._init_from(init_state, Path(init_from))
+        if self.method.level_from_threshold_travel:
+            check_threshold_reach(config, self.model)
         self.model.to(self.device)
         if self.dist.rank > 0:  # identical weights, but dropout of its own on every process
             torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank, 0))
@@ -418,54 +483,95 @@ class Trainer:
         return self._loader(self.val_set, sampler)
 
     # ----------------------------------------------------------------- steps
-    def _task_losses(self, batch: Any, forward: Any = None) -> dict[str, torch.Tensor]:
+    def _task_losses(
+        self, batch: Any, forward: Any = None, *, check_values: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Unweighted per-task losses; ``forward`` defaults to the bare model (no DDP), which
-        is what methods score with."""
+        is what methods score with. ``check_values=False`` (the training step) reads nothing on
+        the host: a non-finite prediction gives a non-finite loss, which the step's health check
+        catches, and invalid targets are reported by :meth:`_target_problems`."""
         images, targets = batch
         outputs = (forward or self.model)(images)
         losses = {}
         for name, task in self.tasks.items():
-            if torch.isfinite(outputs[name]).all():
+            if not check_values:
+                losses[name] = task.loss(outputs[name], targets[name], check_values=False)
+            elif torch.isfinite(outputs[name]).all():
                 losses[name] = task.loss(outputs[name], targets[name])
             else:  # the tasks refuse non-finite predictions; on_nonfinite decides what follows
                 losses[name] = torch.full((), float("nan"), device=outputs[name].device)
         return losses
 
-    def _synchronise(self, losses: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    def _target_problems(self, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One flag per task, on the device: the batch holds target values its task rejects."""
+        return torch.stack([task.target_problem(targets[n]) for n, task in self.tasks.items()])
+
+    def _synchronise(
+        self, losses: torch.Tensor, problems: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean of every process's task losses (what the weighting sees, so all processes
-        compute the same task weights) and the signal any process was asked to stop for: one
-        all-reduce per step."""
+        compute the same task weights), and the counts over the processes of the stop requests
+        per signal followed by the target problems per task. Both stay on the device, unread:
+        one all-reduce per step."""
+        stops = torch.tensor(self.stop_request.vector(), dtype=torch.float64, device=losses.device)
+        counts = torch.cat([stops, problems.double()])
         if not self.dist.enabled:
-            return losses, StopRequest.signal_of(self.stop_request.vector())
-        packed = torch.cat([losses.double(), torch.tensor(self.stop_request.vector()).double()])
-        total = self.dist.sum(packed)
+            return losses, counts
+        total = self.dist.sum(torch.cat([losses.double(), counts]))
         mean = (total[: len(losses)] / self.dist.world_size).to(losses.dtype)
-        return mean, StopRequest.signal_of(total[len(losses) :].tolist())
+        return mean, total[len(losses) :]
 
-    def _check_losses(self, losses: torch.Tensor) -> bool:
-        names = list(self.tasks)
-        bad = [i for i, value in enumerate(losses.tolist()) if not math.isfinite(value)]
-        if not bad:
-            return True
-        return self._nonfinite(
-            f"loss of task {names[bad[0]]!r} is {losses[bad[0]].item()} at iteration "
-            f"{self.iteration + 1}"
-        )
-
-    def _check_gradients(self) -> bool:
-        """A finite loss can still overflow in backward; Adam would turn that into NaN
-        weights. Gradients are all-reduced by now, so every process decides alike."""
+    def _gradient_bound(self) -> torch.Tensor:
+        """The largest |gradient| of the model (NaN or Inf when one is not finite), computed with
+        the fused multi-tensor kernels; gradients are all-reduced by now, so every process
+        decides alike."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads or torch.isfinite(torch.stack([g.abs().amax() for g in grads])).all():
-            return True
-        name = next(
-            n
-            for n, p in self.model.named_parameters()
-            if p.grad is not None and not torch.isfinite(p.grad).all()
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
+
+    def _logs_at(self, iteration: int) -> bool:
+        """Whether the step that ends at ``iteration`` logs its scalars."""
+        return iteration % self.config.train.log_every == 0 or (
+            iteration == self.config.train.iterations
         )
-        return self._nonfinite(
-            f"gradient of {name!r} is not finite at iteration {self.iteration + 1}"
+
+    @staticmethod
+    def read(values: torch.Tensor) -> list[float]:
+        """The one host read of a training step (a GPU synchronisation)."""
+        return values.tolist()
+
+    def _raise_target_problem(self, name: str, batch: Any) -> None:
+        """The task's own message for the targets it rejects (from this process's batch, or
+        naming another process when the problem is in its slice)."""
+        images, targets = batch
+        self.model.eval()
+        with torch.no_grad():
+            prediction = self.model(images)[name]
+        self.model.train()
+        self.tasks[name].check(prediction, targets[name])
+        raise self.tasks[name].error(
+            "the batch of another process holds target values the task rejects (its message "
+            "names them)"
         )
+
+    def _problem(self, health: StepHealth, batch: Any) -> str | None:
+        """What is wrong with this step: a rejected target (raised), a non-finite loss or
+        gradient (returned, for ``train.on_nonfinite``)."""
+        for name, problems in zip(self.tasks, health.problems, strict=True):
+            if problems:
+                self._raise_target_problem(name, batch)
+        for name, loss in zip(self.tasks, health.losses, strict=True):
+            if not math.isfinite(loss):
+                return f"loss of task {name!r} is {loss} at iteration {self.iteration + 1}"
+        if not math.isfinite(health.gradient_bound):
+            name = next(
+                n
+                for n, p in self.model.named_parameters()
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            )
+            return f"gradient of {name!r} is not finite at iteration {self.iteration + 1}"
+        return None
 
     def _nonfinite(self, message: str) -> bool:
         """Apply ``train.on_nonfinite``: False (skip the step) or raise."""
@@ -484,28 +590,37 @@ class Trainer:
             return f"The last good checkpoint, {last}, is kept"
         return "No checkpoint was written yet"
 
-    def train_step(self, batch: Any) -> dict[str, float]:
+    def train_step(self, batch: Any) -> dict[str, float] | None:
+        """One optimisation step; None when ``on_nonfinite: skip`` skipped it, else the scalars
+        to log ({} on the steps that do not log).
+
+        The step reads the device once (:meth:`read`, :class:`StepHealth`), after backward. A
+        step with a non-finite loss undoes its weighting update before it is skipped."""
         self.model.train()
-        losses = self._task_losses(batch, self.parallel)
+        losses = self._task_losses(batch, self.parallel, check_values=False)
         vector = torch.stack(list(losses.values()))
-        mean, self.stop_signal = self._synchronise(vector.detach())
-        if not self._check_losses(mean):
-            return {}
-        weights = self.weighting.update(mean).to(vector)
+        mean, counts = self._synchronise(vector.detach(), self._target_problems(batch[1]))
+        skip = self.config.train.on_nonfinite == "skip"
+        weighting_state = self.weighting.state_dict() if skip else None
+        weights = self.weighting.update(mean, validate=False).to(vector)
         total = (weights * vector).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if not self._check_gradients():
+        logged = weights.detach() if self._logs_at(self.iteration + 1) else None
+        health = StepHealth.read(self, mean, counts, self._gradient_bound(), logged)
+        self.stop_signal = StopRequest.signal_of(health.stops)
+        problem = self._problem(health, batch)
+        if problem is not None:
+            if weighting_state is not None and not health.losses_finite:
+                self.weighting.load_state_dict(weighting_state)
             self.optimizer.zero_grad(set_to_none=True)
-            return {}
+            self._nonfinite(problem)
+            return None
         self.method.after_backward(self.context, self.iteration)
         self.optimizer.step()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
-        scalars = {f"loss/{n}": float(v) for n, v in zip(self.tasks, mean.tolist(), strict=True)}
-        scalars.update({f"weight/{n}": float(w) for n, w in zip(self.tasks, weights, strict=True)})
-        scalars["loss/total"] = float((weights.detach() * mean).sum())
-        return scalars
+        return health.scalars(list(self.tasks))
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the final results (also in results.json).
@@ -529,7 +644,7 @@ class Trainer:
                     scalars = self.train_step(_to_device(next(batches), self.device))
                     self.iteration += 1
                     done = self.iteration == config.iterations
-                    if scalars and (self.iteration % config.log_every == 0 or done):
+                    if scalars:
                         self._log_train(scalars)
                     if self.iteration % config.val_every == 0 or done:
                         results = self._validate()

@@ -190,6 +190,10 @@ class AdapMTL(Method):
             return self.controller.frozen
         return overall_sparsity(self.controller.model) >= self.target - 0.005
 
+    @property
+    def level_from_threshold_travel(self) -> bool:
+        return self.options.level != "schedule"
+
     def summary(self) -> dict[str, Any]:
         assert self.controller is not None
         return {"frozen_at": self.controller.frozen_at, "target": self.target}

@@ -78,6 +78,12 @@ class Method:
         """True once the model has its final sparsity (best-checkpoint selection waits for it)."""
         return True
 
+    @property
+    def level_from_threshold_travel(self) -> bool:
+        """True when the sparsity reached depends on how far the optimizer moves the thresholds
+        (the trainer then checks that they can travel far enough: ``engine.reach``)."""
+        return False
+
     def summary(self) -> dict[str, Any]:
         """Scalars describing the method's progress (logged, saved in results)."""
         return {}

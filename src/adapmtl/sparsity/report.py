@@ -101,22 +101,24 @@ def _mode(p: SparseWeight) -> str:
 
 @torch.no_grad()
 def report(model: nn.Module) -> SparsityReport:
-    """Sparsity of a sparsified model: overall, per component, per layer, and its thresholds."""
+    """Sparsity of a sparsified model: overall, per component, per layer, and its thresholds.
+    Every count and threshold is read from the device in one transfer."""
     owners = layer_components(model)
+    entries = sparse_layers(model)
+    values = torch.stack([_layer_values(m, p) for _, m, p in entries]).tolist() if entries else []
     layers = []
-    for path, module, p in sparse_layers(model):
-        weight = module.parametrizations.weight.original
-        theta = p.theta
+    for (path, module, p), (nonzero, theta, alpha) in zip(entries, values, strict=True):
+        soft = p.theta is not None
         layers.append(
             LayerSparsity(
                 path=path,
                 component=owners.get(path, "?"),
                 group=p.group,
                 mode=_mode(p),
-                nonzero=int(p.active(weight).sum()),
-                total=weight.numel(),
-                theta=None if theta is None else float(theta),
-                alpha=None if theta is None else float(torch.sigmoid(theta)),
+                nonzero=int(nonzero),
+                total=module.parametrizations.weight.original.numel(),
+                theta=theta if soft else None,
+                alpha=alpha if soft else None,
             )
         )
     result = SparsityReport(layers=layers)
@@ -131,12 +133,33 @@ def report(model: nn.Module) -> SparsityReport:
     return result
 
 
+def _layer_values(module: nn.Module, p: SparseWeight) -> torch.Tensor:
+    """(nonzero count, theta, alpha) of one layer on its device, in float64 (exact for counts
+    below 2**53 and for float32 thresholds); theta and alpha are 0 without a threshold."""
+    weight = module.parametrizations.weight.original
+    nonzero = p.active(weight).sum(dtype=torch.float64)
+    if p.theta is None:
+        return torch.stack([nonzero, *torch.zeros(2, dtype=torch.float64, device=weight.device)])
+    theta = p.theta.detach()
+    return torch.stack([nonzero, theta.double(), torch.sigmoid(theta).double()])
+
+
 @torch.no_grad()
+def overall_sparsity_tensor(model: nn.Module) -> torch.Tensor:
+    """Overall sparsity as a 0-d float64 tensor on the model's device, without reading anything
+    on the host: one reduction over every layer's active count. Read it (``float(...)``) only on
+    the steps that need the value; 0 when nothing is sparsified."""
+    entries = sparse_layers(model)
+    if not entries:
+        return torch.zeros((), dtype=torch.float64, device="cpu")
+    total = sum(module.parametrizations.weight.original.numel() for _, module, _ in entries)
+    nonzero = torch.stack(
+        [p.active(module.parametrizations.weight.original).sum() for _, module, p in entries]
+    ).sum(dtype=torch.float64)
+    return 1.0 - nonzero / total
+
+
 def overall_sparsity(model: nn.Module) -> float:
-    """Overall sparsity only: the cheap form of ``report(model).sparsity`` for the training loop."""
-    nonzero = total = 0
-    for _, module, p in sparse_layers(model):
-        weight = module.parametrizations.weight.original
-        nonzero += int(p.active(weight).sum())
-        total += weight.numel()
-    return 1.0 - nonzero / total if total else 0.0
+    """Overall sparsity only: the cheap form of ``report(model).sparsity`` for the training loop
+    (one host read; :func:`overall_sparsity_tensor` makes none)."""
+    return float(overall_sparsity_tensor(model))

@@ -49,10 +49,19 @@ def cross_entropy_mean(
     pred: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int = -100
 ) -> Tensor:
     """Cross-entropy averaged over non-ignored targets (weighted mean when ``weight`` is given),
-    as ``F.cross_entropy(reduction="mean")`` but 0 with a ``grad_fn`` when nothing is valid."""
-    total = F.cross_entropy(pred, target, weight=weight, ignore_index=ignore_index, reduction="sum")
-    valid = target != ignore_index
-    denom = valid.sum().to(total.dtype) if weight is None else weight[target[valid]].sum()
+    as ``F.cross_entropy(reduction="mean")`` but 0 with a ``grad_fn`` when nothing is valid.
+
+    Computed as ``-log_softmax`` picked at the target class with ``gather`` and summed: PyTorch
+    has no deterministic CUDA kernel for ``nll_loss`` (``train.deterministic`` would refuse it),
+    while ``gather`` and sums are deterministic. Labels outside ``[0, C)`` count as ignored (the
+    tasks' ``check`` rejects them first unless the caller asked it not to read values).
+    """
+    valid = (target != ignore_index) & (target >= 0) & (target < pred.shape[1])
+    safe = torch.where(valid, target, 0)
+    picked = -pred.log_softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    per_item = valid.to(pred.dtype) if weight is None else weight[safe] * valid
+    total = torch.where(valid, picked * per_item, 0.0).sum()
+    denom = per_item.sum()
     return total / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
@@ -77,12 +86,20 @@ class Task(ABC):
         """Boolean mask of valid target elements (``[B, H, W]`` for dense tasks, ``[B]`` else)."""
 
     @abstractmethod
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        """Raise ``ValueError`` naming the task and what was expected if the inputs are unusable."""
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        """Raise ``ValueError`` naming the task and what was expected if the inputs are unusable.
+        ``values=False`` checks shapes and dtypes only (nothing read from the device)."""
 
     @abstractmethod
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Scalar training loss of ``pred`` against ``target``."""
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        """Scalar training loss of ``pred`` against ``target``. ``check_values=False`` reads
+        nothing on the host (no GPU synchronisation): invalid target values are then left out of
+        the loss, and :meth:`target_problem` tells whether there were any."""
+
+    def target_problem(self, target: Tensor) -> Tensor:
+        """0-d boolean tensor, on the target's device: True when :meth:`check` would reject the
+        target's values. Computed without a host read."""
+        return torch.zeros((), dtype=torch.bool, device=target.device)
 
     @abstractmethod
     def new_metric(self) -> Metric:
@@ -97,8 +114,10 @@ class Task(ABC):
         if not bool(torch.isfinite(pred).all()):
             raise self.error("prediction contains NaN or Inf values")
 
-    def check_dense(self, pred: Tensor, target: Tensor, target_channels: int | None) -> None:
-        """Shape/dtype checks shared by dense tasks.
+    def check_dense(
+        self, pred: Tensor, target: Tensor, target_channels: int | None, *, values: bool = True
+    ) -> None:
+        """Shape/dtype checks shared by dense tasks, and (``values``) a finite prediction.
 
         ``target_channels`` is the target's channel count (``[B, C, H, W]``), or ``None`` for a
         label map ``[B, H, W]`` (segmentation).
@@ -123,7 +142,8 @@ class Task(ABC):
             raise self.error(
                 f"batch size differs: prediction {shape_str(pred)} vs target {shape_str(target)}"
             )
-        self.check_finite(pred)
+        if values:
+            self.check_finite(pred)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, channels={self.channels})"

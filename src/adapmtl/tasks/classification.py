@@ -30,7 +30,7 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.class_weights = None
         if class_weights is not None:
-            w = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            w = torch.as_tensor(class_weights, dtype=torch.float32, device="cpu").flatten()
             if w.numel() != num_classes or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                 raise self.error(f"class_weights must be {num_classes} finite non-negative values")
             self.class_weights = w
@@ -38,7 +38,10 @@ class ClassificationTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return torch.ones_like(target, dtype=torch.bool)
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
+    def target_problem(self, target: Tensor) -> Tensor:
+        return ((target < 0) | (target >= self.num_classes)).any()
+
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
         if pred.ndim != 2 or pred.shape[1] != self.num_classes:
             raise self.error(
                 f"prediction must have shape [B, {self.num_classes}], got {shape_str(pred)}"
@@ -51,6 +54,8 @@ class ClassificationTask(Task):
             raise self.error(
                 f"batch size differs: prediction {shape_str(pred)} vs target {shape_str(target)}"
             )
+        if not values:
+            return
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= self.num_classes):
             raise self.error(
                 f"target labels must be in [0, {self.num_classes - 1}], "
@@ -58,8 +63,8 @@ class ClassificationTask(Task):
             )
         self.check_finite(pred)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         weight = (
             None if self.class_weights is None else self.class_weights.to(pred.device, pred.dtype)
         )
@@ -76,8 +81,8 @@ class ClassificationMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "correct": torch.zeros((), dtype=torch.int64),
-            "count": torch.zeros((), dtype=torch.int64),
+            "correct": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

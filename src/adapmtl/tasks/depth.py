@@ -66,11 +66,11 @@ class DepthTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return target[:, 0] > self.valid_threshold
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=1)
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=1, values=values)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:])
         return masked_mean((pred - target).abs()[:, 0], self.valid_mask(target))
 
@@ -86,12 +86,12 @@ class DepthMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "abs_sum": torch.zeros((), dtype=torch.float64),
-            "rel_sum": torch.zeros((), dtype=torch.float64),
-            "count": torch.zeros((), dtype=torch.int64),
-            "within": torch.zeros(3, dtype=torch.int64),
-            "batch_sum": torch.zeros(2, dtype=torch.float64),
-            "batch_samples": torch.zeros((), dtype=torch.int64),
+            "abs_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "rel_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "within": torch.zeros(3, dtype=torch.int64, device="cpu"),
+            "batch_sum": torch.zeros(2, dtype=torch.float64, device="cpu"),
+            "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

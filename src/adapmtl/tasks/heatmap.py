@@ -49,25 +49,33 @@ class HeatmapTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return target[:, 0] != INVALID
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=1)
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=1, values=values)
+        if not values or self.loss_kind != "bce":
+            return
+        labels = target[:, 0][self.valid_mask(target)]
+        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
+            raise ValueError(
+                f"task {self.name!r}: loss 'bce' needs targets in [0, 1], got values in "
+                f"[{labels.min().item():.4g}, {labels.max().item():.4g}]"
+            )
+
+    def target_problem(self, target: Tensor) -> Tensor:
+        if self.loss_kind != "bce":
+            return super().target_problem(target)
+        values = target[:, 0]
+        return (self.valid_mask(target) & ((values < 0) | (values > 1))).any()
 
     def prediction(self, pred: Tensor) -> Tensor:
         """The map the output stands for: the output itself (L1) or its sigmoid (BCE)."""
         return torch.sigmoid(pred) if self.loss_kind == "bce" else pred
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:])
         valid = self.valid_mask(target)
         if self.loss_kind == "l1":
             return masked_mean((pred - target).abs()[:, 0], valid)
-        values = target[:, 0][valid]
-        if values.numel() and (values.min() < 0 or values.max() > 1):
-            raise ValueError(
-                f"task {self.name!r}: loss 'bce' needs targets in [0, 1], got values in "
-                f"[{values.min().item():.4g}, {values.max().item():.4g}]"
-            )
         per_pixel = F.binary_cross_entropy_with_logits(
             pred[:, 0], torch.where(valid, target[:, 0], 0.0), reduction="none"
         )
@@ -84,10 +92,10 @@ class HeatmapMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "abs_sum": torch.zeros((), dtype=torch.float64),
-            "count": torch.zeros((), dtype=torch.int64),
-            "batch_sum": torch.zeros((), dtype=torch.float64),
-            "batch_samples": torch.zeros((), dtype=torch.int64),
+            "abs_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

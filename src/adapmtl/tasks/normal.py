@@ -54,11 +54,11 @@ class NormalTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return (target != 0).any(dim=1)
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=3)
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=3, values=values)
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check(pred, target)
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:])
         cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
         return masked_mean(1.0 - cos, self.valid_mask(target))
@@ -85,10 +85,10 @@ class NormalMetric(Metric):
 
     def _zero_state(self) -> dict[str, Tensor]:
         return {
-            "histogram": torch.zeros(self.bins, dtype=torch.int64),
-            "angle_sum": torch.zeros((), dtype=torch.float64),
-            "count": torch.zeros((), dtype=torch.int64),
-            "within": torch.zeros(len(WITHIN_DEGREES), dtype=torch.int64),
+            "histogram": torch.zeros(self.bins, dtype=torch.int64, device="cpu"),
+            "angle_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "count": torch.zeros((), dtype=torch.int64, device="cpu"),
+            "within": torch.zeros(len(WITHIN_DEGREES), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -110,7 +110,7 @@ class NormalMetric(Metric):
         if n == 0:
             raise self.no_data_error()
         cumulative = state["histogram"].cumsum(0)
-        middle = torch.tensor([(n - 1) // 2, n // 2])
+        middle = torch.tensor([(n - 1) // 2, n // 2], device=cumulative.device)
         # Bin holding the k-th smallest angle (0-based): first bin whose cumulative count > k.
         bins = torch.searchsorted(cumulative, middle, right=True)
         median = float(((bins.double() + 0.5) * self.task.median_bin).mean())

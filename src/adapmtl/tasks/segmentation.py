@@ -61,7 +61,7 @@ class SegmentationTask(Task):
         self.class_weights = None if class_weights is None else self._weights(class_weights)
 
     def _weights(self, weights: Sequence[float] | Tensor) -> Tensor:
-        w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        w = torch.as_tensor(weights, dtype=torch.float32, device="cpu").flatten()
         if w.numel() != self.num_classes:
             raise self.error(f"class_weights must have {self.num_classes} entries, got {w.numel()}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -71,8 +71,13 @@ class SegmentationTask(Task):
     def valid_mask(self, target: Tensor) -> Tensor:
         return target != IGNORE
 
-    def check(self, pred: Tensor, target: Tensor) -> None:
-        self.check_dense(pred, target, target_channels=None)
+    def target_problem(self, target: Tensor) -> Tensor:
+        return ((target != IGNORE) & ((target < 0) | (target >= self.num_classes))).any()
+
+    def check(self, pred: Tensor, target: Tensor, *, values: bool = True) -> None:
+        self.check_dense(pred, target, target_channels=None, values=values)
+        if not values:
+            return
         labels = target[target != IGNORE]
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
@@ -81,9 +86,9 @@ class SegmentationTask(Task):
                 f"found {bad}; does the dataset have a different number of classes?"
             )
 
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+    def loss(self, pred: Tensor, target: Tensor, *, check_values: bool = True) -> Tensor:
         """Mean cross-entropy over the batch's non-ignored pixels (weighted mean with weights)."""
-        self.check(pred, target)
+        self.check(pred, target, values=check_values)
         target = resize_nearest(target, pred.shape[-2:]).long()
         weight = (
             None if self.class_weights is None else self.class_weights.to(pred.device, pred.dtype)
@@ -103,9 +108,9 @@ class SegmentationMetric(Metric):
     def _zero_state(self) -> dict[str, Tensor]:
         c = self.task.num_classes
         return {
-            "confusion": torch.zeros(c, c, dtype=torch.int64),
-            "batch_sum": torch.zeros((), dtype=torch.float64),
-            "batch_samples": torch.zeros((), dtype=torch.int64),
+            "confusion": torch.zeros(c, c, dtype=torch.int64, device="cpu"),
+            "batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
 
     def update(self, pred: Tensor, target: Tensor) -> None:

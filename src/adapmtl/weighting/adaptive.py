@@ -92,16 +92,24 @@ class AdaptiveWeighting(Weighting):
     def reset(self) -> None:
         """Forget the loss history and return to the warm-up."""
         self.step = 0
-        self.history = torch.zeros(0, len(self.tasks), dtype=torch.float64)
+        self.history = torch.zeros(0, len(self.tasks), dtype=torch.float64, device="cpu")
         self.previous: torch.Tensor | None = None
-        self.weights = torch.ones(len(self.tasks))
+        self.weights = torch.ones(len(self.tasks), device="cpu")
 
     def _record(self, row: torch.Tensor) -> None:
         self.history = torch.cat([self.history, row[None]])[-self.window :]
 
-    def update(self, losses: torch.Tensor) -> torch.Tensor:
+    def _follow(self, device: torch.device) -> None:
+        """Keep the state on the losses' device (state loaded from a checkpoint is on the CPU)."""
+        self.history = self.history.to(device)
+        self.weights = self.weights.to(device)
+        if self.previous is not None:
+            self.previous = self.previous.to(device)
+
+    def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         losses = self._check(losses)
-        if not torch.isfinite(losses).all() or (losses <= 0).any():
+        self._follow(losses.device)
+        if validate and (not torch.isfinite(losses).all() or (losses <= 0).any()):
             raise ValueError(
                 "adaptive weighting needs finite, positive task losses, got "
                 + ", ".join(
@@ -121,9 +129,11 @@ class AdaptiveWeighting(Weighting):
             return
         if self.previous is not None:
             self._record((self.previous - losses).abs() / losses)
-        if self.history.shape[0] > 0 and self.history.sum() > 0:
+        if self.history.shape[0] > 0:
+            # no weights while every change recorded so far is zero (torch.where: no host read)
             mean = self.history.mean(dim=0)
-            self.weights = (len(self.tasks) * mean / mean.sum()).float()
+            direct = (len(self.tasks) * mean / mean.sum()).float()
+            self.weights = torch.where(mean.sum() > 0, direct, self.weights)
 
     def _relative_deviation(self, losses: torch.Tensor) -> torch.Tensor | None:
         if self.deviation == "adjacent":
@@ -139,12 +149,13 @@ class AdaptiveWeighting(Weighting):
         if self.step < self.warmup:
             return
         r = self._relative_deviation(losses)
-        if r is None or (r <= 0).any():
+        if r is None:
             return
         beta = (r / r.mean()).reciprocal()
         if self.param_ratio is not None:
             beta = beta * self.lam * self.param_ratio
-        self.weights = beta.float()
+        # a task whose loss did not move (r = 0) leaves the weights as they were
+        self.weights = torch.where((r > 0).all(), beta.float(), self.weights)
 
     def state_dict(self) -> dict[str, Any]:
         return {

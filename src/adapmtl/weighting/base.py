@@ -14,7 +14,9 @@ class Weighting(ABC):
     (paper Eq. 3). Weights are plain tensors without gradient.
 
     Under DDP, all-reduce (average) the per-task losses before :meth:`update` so every process
-    computes identical weights.
+    computes identical weights. The weights and any state live on the losses' device, and
+    ``update(losses, validate=False)`` reads nothing on the host (no GPU synchronisation): the
+    caller then vouches that the losses are finite, as the trainer checks after backward.
     """
 
     def __init__(self, tasks: Sequence[str]) -> None:
@@ -23,8 +25,9 @@ class Weighting(ABC):
         self.tasks = list(tasks)
 
     @abstractmethod
-    def update(self, losses: torch.Tensor) -> torch.Tensor:
-        """Record this iteration's detached losses ``[T]`` and return the weights ``[T]``."""
+    def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        """Record this iteration's detached losses ``[T]`` and return the weights ``[T]``;
+        ``validate`` checks their values (a host read)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]: ...
@@ -33,7 +36,9 @@ class Weighting(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def _check(self, losses: torch.Tensor) -> torch.Tensor:
-        losses = torch.as_tensor(losses, dtype=torch.float64).detach().flatten().cpu()
+        if not isinstance(losses, torch.Tensor):
+            losses = torch.as_tensor(losses, device="cpu")
+        losses = losses.detach().double().flatten()
         if losses.numel() != len(self.tasks):
             raise ValueError(
                 f"expected {len(self.tasks)} task losses ({', '.join(self.tasks)}), "
@@ -45,9 +50,8 @@ class Weighting(ABC):
 class EqualWeighting(Weighting):
     """beta_t = 1 for every task: the plain multitask sum."""
 
-    def update(self, losses: torch.Tensor) -> torch.Tensor:
-        self._check(losses)
-        return torch.ones(len(self.tasks))
+    def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        return torch.ones(len(self.tasks), device=self._check(losses).device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks)}
