@@ -17,13 +17,6 @@ FACTORIES = {
 # the packages a training step runs; data/ (DataLoader workers), inference/ (the CPU engine),
 # commands/ and analysis/ are host code by design
 TRAINING_PATH = ("engine", "tasks", "weighting", "methods", "models", "sparsity")
-# created before the model moves to its device, or CPU by design; the owner of these files
-# can add device="cpu" and drop the entry
-KNOWN = {
-    ("sparsity/parametrization.py", "torch.ones(0, dtype=torch.bool)"),
-    ("sparsity/sparsify.py", "torch.tensor(float(value))"),
-    ("sparsity/export.py", "torch.zeros(numel, dtype=values.dtype)"),
-}
 ROOT = Path(adapmtl.__file__).parent
 
 
@@ -51,6 +44,5 @@ def test_every_tensor_factory_on_the_training_path_names_its_device():
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT).as_posix()
             for line, call in factory_calls_without_device(path.read_text()):
-                if (relative, call) not in KNOWN:
-                    offenders.append(f"{relative}:{line}: {call}")
+                offenders.append(f"{relative}:{line}: {call}")
     assert not offenders, "tensor factories without device=:\n" + "\n".join(offenders)

@@ -84,7 +84,7 @@ def decode_bitmask(
     count = int(nonzero.sum())
     if values.dim() != 1 or values.numel() != count:
         raise ValueError(f"bitmask marks {count} nonzeros but values hold {values.numel()}")
-    out = torch.zeros(numel, dtype=values.dtype)
+    out = torch.zeros(numel, dtype=values.dtype, device=values.device)
     out[nonzero] = values
     return out.reshape(shape)
 

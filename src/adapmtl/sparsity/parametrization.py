@@ -133,7 +133,7 @@ class SparseWeight(nn.Module):
             raise ValueError("regrow applies to hard thresholds only")
         self.hard = hard
         self.regrow = regrow
-        self.register_buffer("mask", torch.ones(0, dtype=torch.bool))
+        self.register_buffer("mask", torch.ones(0, dtype=torch.bool, device="cpu"))
 
     @property
     def masked(self) -> bool:

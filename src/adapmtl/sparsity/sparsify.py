@@ -183,7 +183,7 @@ def sparsify(
             assert layer.group is not None
             if layer.group not in table:
                 value = init[layer.group] if isinstance(init, Mapping) else init
-                table[layer.group] = nn.Parameter(torch.tensor(float(value)))
+                table[layer.group] = nn.Parameter(torch.tensor(float(value), device="cpu"))
         setattr(model, THRESHOLDS_ATTR, table)
     for layer in layers:
         parametrize.register_parametrization(
