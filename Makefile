@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# benchmarks/ is linted once it exists (ruff fails on a missing path).
-LINT_PATHS := src tests $(wildcard benchmarks)
+# benchmarks/ and scripts/ are linted once they exist (ruff fails on a missing path).
+LINT_PATHS := src tests $(wildcard benchmarks) $(wildcard scripts)
 
 .PHONY: install test test-fast lint demo bench clean
 
