@@ -99,3 +99,25 @@ def test_recommended_recipe_uses_hard_thresholds_and_lands_at_the_schedule_end(
     assert results["sparsity"]["overall"]["sparsity"] == pytest.approx(0.5, abs=1e-4)
     assert not any(t.requires_grad for t in trainer.model.sparsity_thresholds.values())
     assert isinstance(trainer.model.sparsity_thresholds["backbone"], torch.nn.Parameter)
+
+
+@pytest.mark.slow
+def test_pressure_keeps_steering_in_official_mode_after_the_target_is_first_reached(
+    tiny_settings, tmp_path
+):
+    options = {"recipe": "paper", "level": "pressure", "controller": "official", "init": -5.0}
+    trainer, _, weight_decays = run(tiny_settings, tmp_path, options, iterations=12)
+    first = trainer.method.controller.frozen_at
+    assert first is not None and first < 11
+    # official mode never fixes the mask: the decay is still steered after the first reach
+    assert len(set(weight_decays[first + 1 :])) > 1
+
+
+@pytest.mark.slow
+def test_pressure_updates_only_on_the_controllers_checks(tiny_settings, tmp_path):
+    options = {"recipe": "paper", "level": "pressure", "check_every": 3, "init": -9.0}
+    _, _, weight_decays = run(tiny_settings, tmp_path, options, iterations=9)
+    # the decay may change only after a check (iterations 0, 3, 6), never from a stale sparsity
+    for iteration in range(1, 9):
+        if iteration % 3:
+            assert weight_decays[iteration] == weight_decays[iteration - 1], iteration

@@ -147,15 +147,22 @@ class AdapMTL(Method):
             threshold_weight_decay=threshold_weight_decay,
         )
 
+    def _masks_frozen(self) -> bool:
+        """The mask is fixed for good (``freeze_mask`` after the target; ``official`` never)."""
+        assert self.controller is not None
+        return self.controller.mode == "freeze_mask" and self.controller.frozen
+
     def after_backward(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
         self.controller.step(iteration)
-        if self.controller.frozen:
+        if self._masks_frozen():
             return
         if self.allocation is not None:
             self.allocation.observe()
             self.allocation.step()
-        if self.options.level == "pressure":
+        # the pressure acts on the sparsity of this iteration's check only, never a stale one
+        checked = iteration % self.controller.check_every == 0
+        if self.options.level == "pressure" and checked:
             if self.pressure is None:
                 until = max(1, round(self.options.schedule_until * ctx.iterations))
                 self.pressure = ThresholdPressure(
@@ -171,7 +178,7 @@ class AdapMTL(Method):
 
     def after_step(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
-        if self.options.level == "schedule" and not self.controller.frozen:
+        if self.options.level == "schedule" and not self._masks_frozen():
             self._scheduled_level(ctx).step(iteration)
 
     def _scheduled_level(self, ctx: TrainingContext) -> ScheduledLevel:
