@@ -42,8 +42,10 @@ def test_bad_recipes_and_choices_are_named(options, message):
 
 
 def test_allocations_other_than_the_optimizers_need_a_level():
-    with pytest.raises(ValueError, match="needs level 'schedule' or 'pressure'"):
+    with pytest.raises(ValueError, match="allocation 'cost' needs level 'schedule'"):
         AdapMTL(0.5, AdapMTL.Options(recipe="paper", allocation="cost"))
+    with pytest.raises(ValueError, match="would never move a threshold"):
+        AdapMTL(0.5, AdapMTL.Options(recipe="paper", allocation="none"))
 
 
 def run(settings, tmp_path, options, iterations=8):

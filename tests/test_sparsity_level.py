@@ -90,6 +90,17 @@ def test_rescale_moves_thresholds_up_and_down_but_only_down_when_asked():
     assert alphas(model) == before
 
 
+def test_rescale_keeps_thresholds_finite_when_a_weight_is_exactly_zero():
+    # sparsity 0 asks for alpha below the smallest |W|, here 0: alpha stays at a tiny positive
+    # value instead of 0 (theta = logit(0) = -inf, and every later ratio |W| / alpha NaN)
+    model = TwoParts([0.0, 0.02, 0.03, 0.04], [-0.1, 0.2, -0.3, 0.4])
+    sparsify(model, init=theta_from_alpha(0.005))
+    rescale_thresholds(model, 0.0)
+    assert all(math.isfinite(float(t)) for t in thresholds(model).values())
+    rescale_thresholds(model, 0.5)
+    assert report(model).overall.nonzero == 4
+
+
 def test_hard_threshold_keeps_survivors_whole_with_the_soft_sub_gradients():
     weight = torch.tensor([-0.5, -0.05, 0.02, 0.3], requires_grad=True)
     theta = torch.tensor(theta_from_alpha(0.1), requires_grad=True)

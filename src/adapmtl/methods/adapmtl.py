@@ -92,10 +92,15 @@ class AdapMTL(Method):
         if target is None:
             raise ValueError("adapmtl needs a target sparsity (method.target)")
         options = resolve_recipe(options)
-        if options.level == "none" and options.allocation != "gradient":
+        if options.allocation == "cost" and options.level != "schedule":
             raise ValueError(
-                f"allocation {options.allocation!r} needs level 'schedule' or 'pressure': with "
-                "level 'none' only the optimizer moves the thresholds"
+                "allocation 'cost' needs level 'schedule': it moves the thresholds against each "
+                "other while the schedule raises their common level"
+            )
+        if options.allocation == "none" and options.level == "none":
+            raise ValueError(
+                "allocation 'none' with level 'none' would never move a threshold: use level "
+                "'schedule' or 'pressure'"
             )
         if not 0.0 <= options.schedule_start < options.schedule_until <= 1.0:
             raise ValueError(
@@ -152,12 +157,18 @@ class AdapMTL(Method):
         assert self.controller is not None
         return self.controller.mode == "freeze_mask" and self.controller.frozen
 
+    def _ramping(self, ctx: TrainingContext, iteration: int) -> bool:
+        """True while the schedule raises the level: before it starts nothing is pruned, so the
+        weights just above the thresholds say nothing about what pruning costs."""
+        schedule = self._scheduled_level(ctx).schedule
+        return schedule.start <= iteration < schedule.end
+
     def after_backward(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
         self.controller.step(iteration)
         if self._masks_frozen():
             return
-        if self.allocation is not None:
+        if self.allocation is not None and self._ramping(ctx, iteration):
             self.allocation.observe()
             self.allocation.step()
         # the pressure acts on the sparsity of this iteration's check only, never a stale one

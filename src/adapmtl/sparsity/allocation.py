@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapmtl.sparsity.level import _MAX_ALPHA
+from adapmtl.sparsity.level import _MAX_ALPHA, _MIN_ALPHA
 from adapmtl.sparsity.sparsify import sparse_layers, thresholds
 
 # floor of the cost average, so a group whose boundary weights have zero gradient stays finite
@@ -104,7 +104,7 @@ class CostAllocation:
         for group, shift in zip(groups, centred, strict=True):
             theta = table[group]
             moved = (torch.nn.functional.logsigmoid(theta) - self.rate * shift.to(theta)).exp()
-            theta.copy_(torch.logit(moved.clamp(max=_MAX_ALPHA)))
+            theta.copy_(torch.logit(moved.clamp(_MIN_ALPHA, _MAX_ALPHA)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"cost": {g: float(v) for g, v in self.cost.items()}}

@@ -27,7 +27,8 @@ from torch import nn
 
 from adapmtl.sparsity.sparsify import sparse_layers, thresholds
 
-# alpha = sigmoid(theta) < 1: a rescaled alpha is kept below 1 so theta stays finite.
+# alpha = sigmoid(theta) in (0, 1): a rescaled alpha is kept inside so theta stays finite.
+_MIN_ALPHA = 1e-30
 _MAX_ALPHA = 1.0 - 1e-6
 
 
@@ -88,7 +89,7 @@ def rescale_thresholds(
         return None
     for group, theta in thresholds(model).items():
         if group in alphas:
-            alpha = (alphas[group] * factor.to(alphas[group])).clamp(max=_MAX_ALPHA)
+            alpha = (alphas[group] * factor.to(alphas[group])).clamp(_MIN_ALPHA, _MAX_ALPHA)
             theta.copy_(torch.logit(alpha))
     return factor
 
