@@ -45,6 +45,7 @@ def test_scheduled_level_with_exact_zero_weights_keeps_thresholds_finite_and_on_
     assert overall_sparsity(model) == pytest.approx(192 / total)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="--init-from loads the first run's weights with its pruned weights as exact zeros, so "
