@@ -41,7 +41,7 @@ import torch
 
 from adapmtl.config import from_dict
 from adapmtl.engine.build import build_model, build_tasks
-from adapmtl.engine.trainer import Trainer
+from adapmtl.engine.trainer import NonFiniteLossError, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.005
@@ -167,15 +167,32 @@ def config_for(cell: Cell, threads: int) -> dict[str, Any]:
 
 def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
     """The cell's outcome, from its finished run in ``out`` or a new run (its CPU seconds are
-    kept beside the results)."""
+    kept beside the results). A run stopped on NaN/Inf is a cell that did not land; its message
+    is kept in ``failed.txt``."""
     run_dir = out / cell.name
     results_path = run_dir / "results.json"
     cpu_path = run_dir / "cpu_seconds.txt"
-    if not results_path.exists():
+    failed_path = run_dir / "failed.txt"
+    if not results_path.exists() and not failed_path.exists():
         torch.set_num_threads(threads)
         started = time.process_time()
-        Trainer(from_dict(config_for(cell, threads)), run_dir, overwrite=True, verbose=False).fit()
+        try:
+            Trainer(
+                from_dict(config_for(cell, threads)), run_dir, overwrite=True, verbose=False
+            ).fit()
+        except NonFiniteLossError as err:
+            failed_path.write_text(f"{err}\n")
         cpu_path.write_text(f"{time.process_time() - started}\n")
+    cpu_seconds = float(cpu_path.read_text()) if cpu_path.exists() else 0.0
+    if failed_path.exists():
+        return {
+            "reached": float("nan"),
+            "error": float("nan"),
+            "frozen_at": None,
+            "landed": False,
+            "failed": failed_path.read_text().strip(),
+            "cpu_seconds": cpu_seconds,
+        }
     results = json.loads(results_path.read_text())
     reached = float(results["sparsity"]["overall"]["sparsity"])
     frozen_at = results["method"]["frozen_at"]
@@ -185,7 +202,8 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
         "error": error,
         "frozen_at": frozen_at,
         "landed": frozen_at is not None and error <= TOLERANCE,
-        "cpu_seconds": float(cpu_path.read_text()) if cpu_path.exists() else 0.0,
+        "failed": None,
+        "cpu_seconds": cpu_seconds,
     }
 
 
@@ -216,6 +234,13 @@ def table(rows: list[tuple[Cell, dict[str, Any]]]) -> str:
     ]
     for cell, outcome in rows:
         frozen = "never" if outcome["frozen_at"] is None else str(outcome["frozen_at"])
+        if outcome["failed"]:
+            lines.append(
+                f"| {cell.model} | {cell.budget} | {100 * cell.target:g} | "
+                f"{_fmt_lr(cell.threshold_lr)} | {_fmt_init(cell.init)} | stopped: "
+                f"{outcome['failed']} | | | **no** |"
+            )
+            continue
         lines.append(
             f"| {cell.model} | {cell.budget} | {100 * cell.target:g} | "
             f"{_fmt_lr(cell.threshold_lr)} | {_fmt_init(cell.init)} | "
