@@ -1,5 +1,6 @@
 """The scheduled level on a model holding exactly-zero prunable weights (a zero-initialised layer,
-or a pruned run's weights loaded with --init-from): found by the target-grid work, not fixed yet."""
+or a pruned run's weights loaded with --init-from): the thresholds stay finite (alpha is floored
+when the factor would be 0) and the schedule is followed above the zeros' share."""
 
 from __future__ import annotations
 
@@ -25,12 +26,6 @@ class ZeroHead(nn.Module):
         nn.init.zeros_(self.heads["b"].weight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rescale_thresholds takes the factor from the ratios |W| / alpha: with exact zeros "
-    "the boundary ratio is 0, every alpha becomes 0 (theta -inf) at begin(), and the next "
-    "rescale divides by 0 (theta NaN, every weight pruned)",
-)
 def test_scheduled_level_with_exact_zero_weights_keeps_thresholds_finite_and_on_schedule():
     torch.manual_seed(0)
     model = sparsify(ZeroHead(), mode="hard", regrow=True)
@@ -46,12 +41,6 @@ def test_scheduled_level_with_exact_zero_weights_keeps_thresholds_finite_and_on_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="--init-from loads the first run's weights with its pruned weights as exact zeros, so "
-    "the recommended recipe's scheduled level makes the thresholds -inf / NaN (same cause as "
-    "above): the README's 'prune a 60 % model to 90 %' command stops with NonFiniteLossError",
-)
 def test_init_from_a_pruned_run_prunes_further_with_the_recommended_recipe(tiny_settings, tmp_path):
     from adapmtl.config import from_dict
     from adapmtl.engine.trainer import Trainer
