@@ -45,7 +45,9 @@ def test_work_split_covers_every_channel_once_in_balanced_chunks(seed):
 
 
 @needs_numba
-@pytest.mark.skipif(numba_max() < 2, reason="numba can use only one thread here")
+@pytest.mark.skipif(
+    numba_available() and numba_max() < 2, reason="numba can use only one thread here"
+)
 @pytest.mark.parametrize(("cin", "cout", "groups"), [(8, 16, 1), (8, 12, 2), (6, 6, 6)])
 def test_direct_conv_with_two_threads_matches_dense(cin, cout, groups):
     torch.manual_seed(0)
