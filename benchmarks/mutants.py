@@ -23,7 +23,7 @@ CONTROLLER_TESTS = (
 )
 WEIGHTING_TESTS = ("tests/test_weighting.py", "tests/test_weighting_properties.py")
 NORMAL_TESTS = ("tests/test_tasks_normal.py", "tests/test_tasks_normal_edges.py")
-DISPARSE_TESTS = ("tests/test_methods_disparse.py",)
+DISPARSE_TESTS = ("tests/test_methods_disparse.py", "tests/test_methods_disparse_properties.py")
 EXPORT_TESTS = ("tests/test_export.py", "tests/test_export_round_trips.py")
 INFERENCE_TESTS = ("tests/test_inference.py", "tests/test_inference_threads.py")
 SOFT_TESTS = ("tests/test_sparsity_soft_threshold.py", "tests/test_soft_threshold_properties.py")
