@@ -32,7 +32,10 @@ SCORE_TESTS = ("tests/test_score.py", "tests/test_score_properties.py")
 MASK_TESTS = ("tests/test_sparsity_masks.py", "tests/test_export_round_trips.py")
 PRESSURE_TESTS = ("tests/test_sparsity_pressure.py",)
 DEPTH_TESTS = ("tests/test_tasks_depth.py",)
-SEGMENTATION_TESTS = ("tests/test_tasks_segmentation.py",)
+SEGMENTATION_TESTS = (
+    "tests/test_tasks_segmentation.py",
+    "tests/test_tasks_segmentation_confusion.py",
+)
 BASE_TESTS = ("tests/test_tasks_base.py", "tests/test_tasks_normal.py")
 METHOD_TESTS = ("tests/test_methods.py",)
 
@@ -442,6 +445,8 @@ MUTANTS: list[Mutant] = [
         "left = -(-pw // sw) * sw",
         "left = pw",
         INFERENCE_TESTS,
+        equivalent="the packing and every tap offset use the same `left`, so any left >= the "
+        "padding reads the same input columns; rounding up to the stride only aligns the phases",
     ),
     Mutant(
         "balanced-bounds-one-chunk",

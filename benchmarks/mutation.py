@@ -122,8 +122,9 @@ def markdown(outcomes: list[Outcome], command: str, load: tuple[tuple, tuple]) -
     for o in outcomes:
         reason = o.mutant.equivalent if o.status == "equivalent" else o.detail
         reason = reason.replace("|", "\\|")
+        description = o.mutant.description.replace("|", "\\|")
         lines.append(
-            f"| `{o.mutant.name}` | `{o.mutant.module}` | {o.mutant.description} | {o.status} | "
+            f"| `{o.mutant.name}` | `{o.mutant.module}` | {description} | {o.status} | "
             f"{o.seconds:.0f} | {reason} |"
         )
     return "\n".join(lines) + "\n"

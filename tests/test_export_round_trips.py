@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors import safe_open
 from torch import nn
 
 from adapmtl.sparsity import (
@@ -131,3 +132,25 @@ def test_dense_state_dict_of_a_soft_model_equals_its_baked_copy(seed, alpha, fro
     load_dense_state_dict(again, state)
     for task, out in forward(again, x).items():
         torch.testing.assert_close(out, expected[task], rtol=0, atol=0)
+
+
+def test_sparse_export_encodes_exactly_the_tensors_that_get_smaller(tmp_path):
+    model = sparsify(conv_mtl(0), mode="mask")
+    masks = random_masks(model, 4)
+    masks["heads.depth"] = torch.ones_like(masks["heads.depth"])  # a dense weight stays plain
+    set_masks(model, masks)
+    path = export_model(model, tmp_path / "m.safetensors", format="sparse")
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+    state = dense_state_dict(model)
+    encoded = 0
+    for key, tensor in state.items():
+        size = tensor.element_size()
+        smaller = tensor.is_floating_point() and (
+            int(torch.count_nonzero(tensor)) * size + (tensor.numel() + 7) // 8
+            < tensor.numel() * size
+        )
+        assert (key + "::values" in keys) == smaller, key
+        assert (key in keys) != smaller, key
+        encoded += smaller
+    assert 0 < encoded < len(state)

@@ -31,11 +31,17 @@ def models(draw):
     with torch.no_grad():
         for theta in thresholds(model).values():
             theta.fill_(logit(draw(st.floats(0.001, 0.9))))
+        # some stored weights exactly on their threshold, either sign: S(W, a) is 0 there
+        g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+        for _, module, p in sparse_layers(model):
+            flat = module.parametrizations.weight.original.view(-1)
+            picks = torch.randint(0, flat.numel(), (2,), generator=g)
+            alpha = torch.sigmoid(p.theta)
+            flat[picks[0]], flat[picks[1]] = alpha, -alpha
     if draw(st.booleans()):
         freeze_masks(model)
     layers = sparse_layers(model)
     chosen = draw(st.lists(st.sampled_from([path for path, _, _ in layers]), unique=True))
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     set_masks(
         model,
         {

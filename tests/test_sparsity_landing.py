@@ -133,3 +133,17 @@ def test_controller_freezes_exactly_at_the_target_count(model, fraction):
     assert pruned == math.ceil(target * frozen.overall.total)
     assert all(p.masked for _, _, p in sparse_layers(model))
     assert controller.last_sparsity == frozen.sparsity
+
+
+def test_sparsity_exactly_at_the_target_freezes_without_moving():
+    model = sparsify(LinearMTL(3, 2, 2, 1), grouping="global")  # 6 + 4 + 4 + 2 = 16 weights
+    with torch.no_grad():
+        thresholds(model)["all"].fill_(logit(0.25))
+        for _, module, _ in sparse_layers(model):
+            stored = module.parametrizations.weight.original.view(-1)
+            stored.copy_(torch.tensor([0.1, -0.5] * 8)[: stored.numel()])  # half below 0.25
+    assert report(model).sparsity == 0.5
+    controller = TargetSparsityController(model, 0.5)
+    assert controller.step(0) is True and controller.frozen_at == 0
+    frozen = report(model)
+    assert (frozen.overall.nonzero, frozen.overall.total) == (8, 16)
