@@ -39,7 +39,7 @@ bench: install
 
 # Slow (one pytest run per mutant, several minutes): run by hand, not in CI.
 mutation: install
-	$(BIN)/python benchmarks/mutation.py --markdown docs/results/mutation.md
+	$(BIN)/python benchmarks/mutation.py --generated 6 --seed 0 --markdown docs/results/mutation.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -3,7 +3,10 @@ must catch them. ``module`` is relative to ``src/adapmtl``; ``old`` must occur e
 
 from __future__ import annotations
 
+import io
+import tokenize
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -465,3 +468,72 @@ MUTANTS: list[Mutant] = [
         INFERENCE_TESTS,
     ),
 ]
+
+
+# ---- generated mutants: every operator of the core modules, swapped for a near neighbour
+SPARSITY = tuple(f"tests/test_sparsity_{n}.py" for n in ("soft_threshold", "report", "masks"))
+TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "sparsity/parametrization.py": (*SOFT_TESTS, *REPORT_TESTS),
+    "sparsity/controller.py": CONTROLLER_TESTS,
+    "sparsity/report.py": REPORT_TESTS,
+    "sparsity/masks.py": (*MASK_TESTS, "tests/test_sparsity_bake.py"),
+    "sparsity/export.py": EXPORT_TESTS,
+    "sparsity/pressure.py": PRESSURE_TESTS,
+    "sparsity/sparsify.py": ("tests/test_sparsity_grouping.py", *SPARSITY),
+    "weighting/adaptive.py": WEIGHTING_TESTS,
+    "tasks/normal.py": NORMAL_TESTS,
+    "tasks/depth.py": DEPTH_TESTS,
+    "tasks/segmentation.py": SEGMENTATION_TESTS,
+    "tasks/score.py": (*SCORE_TESTS, "tests/test_score_paper_tables.py"),
+    "tasks/base.py": ("tests/test_tasks_base.py", *NORMAL_TESTS, *DEPTH_TESTS),
+    "methods/masking.py": (*METHOD_TESTS, *DISPARSE_TESTS),
+    "methods/disparse.py": DISPARSE_TESTS,
+    "methods/snip.py": METHOD_TESTS,
+    "methods/lth.py": METHOD_TESTS,
+    "methods/imp.py": METHOD_TESTS,
+    "inference/layers.py": INFERENCE_TESTS,
+}
+SWAPS = {
+    "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
+    "+": "-", "-": "+", "*": "/", "/": "*", "//": "/", "and": "or", "or": "and",
+    "True": "False", "False": "True",
+}  # fmt: skip
+
+
+def generated(root: Path) -> list[Mutant]:
+    """One mutant per swappable operator token (and integer literal, n -> n + 1) of the modules
+    in TESTS_BY_MODULE, where the mutated line is unique in its file and still compiles."""
+    out = []
+    for module, tests in TESTS_BY_MODULE.items():
+        text = (root / "src" / "adapmtl" / module).read_text()
+        lines = text.splitlines(keepends=True)
+        counts: dict[str, int] = {}
+        for line in lines:
+            counts[line] = counts.get(line, 0) + 1
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NUMBER and token.string.isdigit():
+                new = str(int(token.string) + 1)
+            elif token.type in (tokenize.OP, tokenize.NAME) and token.string in SWAPS:
+                new = SWAPS[token.string]
+            else:
+                continue
+            row, col = token.start
+            line = lines[row - 1]
+            if counts[line] != 1 or token.end[0] != row:
+                continue
+            mutated = line[:col] + new + line[token.end[1] :]
+            try:
+                compile(text.replace(line, mutated), module, "exec")
+            except SyntaxError:
+                continue
+            out.append(
+                Mutant(
+                    f"{module.removesuffix('.py').replace('/', '.')}:{row}:{col}",
+                    module,
+                    f"line {row}: `{token.string}` -> `{new}`",
+                    line,
+                    mutated,
+                    tests,
+                )
+            )
+    return out

@@ -1,19 +1,23 @@
 """Mutation testing of the core: does the test suite notice small, plausible breakages?
 
-Each mutant (listed in ``benchmarks/mutants.py``) is a one-line change to one source file: an
-exact snippet and its replacement. For every mutant the runner copies ``src/`` to a temporary
-directory, applies the change there (the working tree is never modified, so other work can go on
-meanwhile), and runs the mutant's test files with ``pytest -x`` against the copy. A mutant is
-*killed* when pytest fails, *survived* when it passes; a survivor listed with an
-``equivalent`` reason (the change cannot alter behaviour) is reported as equivalent and left out
-of the kill rate. A snippet that no longer occurs exactly once is reported as *stale* (the source
-moved on: update the list).
+Each mutant is a one-line change to one source file: an exact snippet and its replacement. The
+curated list in ``benchmarks/mutants.py`` names plausible breakages of each mechanism;
+``--generated N`` adds N mutants per core module sampled from every operator swap (``<`` to
+``<=``, ``+`` to ``-``, ``and`` to ``or``, an integer ``n`` to ``n + 1``, ...) that still compiles.
+
+For every mutant the runner copies ``src/`` to a temporary directory, applies the change there
+(the working tree is never modified, so other work can go on meanwhile), and runs the mutant's
+test files with ``pytest -x`` against the copy. A mutant is *killed* when pytest fails (or times
+out), *survived* when it passes; a survivor listed with an ``equivalent`` reason (the change
+cannot alter behaviour) is reported as equivalent and left out of the kill rate. A snippet that
+no longer occurs exactly once is reported as *stale* (the source moved on: update the list).
 
 It is slow (one pytest run per mutant), so it is a make target (``make mutation``) outside CI.
 
 Usage::
 
     python benchmarks/mutation.py --markdown docs/results/mutation.md
+    python benchmarks/mutation.py --generated 6 --seed 0 --markdown docs/results/mutation.md
     python benchmarks/mutation.py --only controller-ceil-plus-one   # one mutant, verbose
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -30,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from mutants import MUTANTS, Mutant
+from mutants import MUTANTS, Mutant, generated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +86,8 @@ def run_one(mutant: Mutant, timeout: float, verbose: bool) -> Outcome:
     if code == 0:
         status = "equivalent" if mutant.equivalent else "survived"
         return Outcome(mutant, status, seconds)
+    if code == -1:
+        return Outcome(mutant, "killed", seconds, f"timed out after {timeout:.0f} s")
     failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return Outcome(mutant, "killed", seconds, failed[0] if failed else f"exit code {code}")
 
@@ -134,13 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="names of the mutants to run (default: all)")
     parser.add_argument("--markdown", type=Path, help="write the report to this file")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
+    parser.add_argument(
+        "--generated",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N generated operator mutants per module, sampled with --seed (-1: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated sample")
     args = parser.parse_args(argv)
-    names = {m.name for m in MUTANTS}
+    candidates = list(MUTANTS)
+    if args.generated:
+        rng = random.Random(args.seed)
+        pool = generated(ROOT)
+        for module in sorted({m.module for m in pool}):
+            of_module = [m for m in pool if m.module == module]
+            count = len(of_module) if args.generated < 0 else min(args.generated, len(of_module))
+            candidates += sorted(rng.sample(of_module, count), key=lambda m: m.name)
+    names = {m.name for m in candidates}
     unknown = sorted(set(args.only or ()) - names)
     if unknown:
         parser.error(f"unknown mutants {unknown}; known: {sorted(names)}")
-    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    chosen = [m for m in candidates if not args.only or m.name in args.only]
     load_before = tuple(round(v, 2) for v in os.getloadavg())
     outcomes = []
     for mutant in chosen:
