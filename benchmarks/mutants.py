@@ -4,6 +4,7 @@ must catch them. ``module`` is relative to ``src/adapmtl``; ``old`` must occur e
 from __future__ import annotations
 
 import io
+import itertools
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -517,7 +518,10 @@ def generated(root: Path) -> list[Mutant]:
         counts: dict[str, int] = {}
         for line in lines:
             counts[line] = counts.get(line, 0) + 1
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        for token, following in itertools.pairwise(tokens):
+            if token.string == "*" and following.string in (",", ")"):
+                continue  # the keyword-only marker of a signature, not a multiplication
             if token.type == tokenize.NUMBER and token.string.isdigit():
                 new = str(int(token.string) + 1)
             elif token.type in (tokenize.OP, tokenize.NAME) and token.string in SWAPS:

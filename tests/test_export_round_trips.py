@@ -154,3 +154,10 @@ def test_sparse_export_encodes_exactly_the_tensors_that_get_smaller(tmp_path):
         assert (key in keys) != smaller, key
         encoded += smaller
     assert 0 < encoded < len(state)
+
+
+def test_export_creates_missing_parent_directories(tmp_path):
+    model = sparsify(conv_mtl(0), mode="mask")
+    path = export_model(model, tmp_path / "new" / "nested" / "m.safetensors")
+    assert path.is_file()
+    assert load_exported(path).keys() == dense_state_dict(model).keys()
