@@ -21,6 +21,7 @@ class Mutant:
     equivalent: str = ""
 
 
+EDGES = "tests/test_sparsity_edges.py"
 CONTROLLER_TESTS = (
     "tests/test_sparsity_controller.py",
     "tests/test_sparsity_landing.py",
@@ -33,12 +34,12 @@ INFERENCE_TESTS = ("tests/test_inference.py", "tests/test_inference_threads.py")
 SOFT_TESTS = ("tests/test_sparsity_soft_threshold.py", "tests/test_soft_threshold_properties.py")
 REPORT_TESTS = ("tests/test_sparsity_report.py", "tests/test_report_counts.py")
 SCORE_TESTS = ("tests/test_score.py", "tests/test_score_properties.py")
-MASK_TESTS = ("tests/test_sparsity_masks.py", "tests/test_export_round_trips.py")
-PRESSURE_TESTS = ("tests/test_sparsity_pressure.py",)
+MASK_TESTS = ("tests/test_sparsity_masks.py", "tests/test_export_round_trips.py", EDGES)
+PRESSURE_TESTS = ("tests/test_sparsity_pressure.py", EDGES)
 DEPTH_TESTS = ("tests/test_tasks_depth.py",)
 SEGMENTATION_TESTS = (
     "tests/test_tasks_segmentation.py",
-    "tests/test_tasks_segmentation_confusion.py",
+    "tests/test_tasks_metric_state.py",
 )
 BASE_TESTS = ("tests/test_tasks_base.py", "tests/test_tasks_normal.py")
 METHOD_TESTS = ("tests/test_methods.py", "tests/test_methods_options.py")
@@ -474,19 +475,34 @@ MUTANTS: list[Mutant] = [
 # ---- generated mutants: every operator of the core modules, swapped for a near neighbour
 SPARSITY = tuple(f"tests/test_sparsity_{n}.py" for n in ("soft_threshold", "report", "masks"))
 TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
-    "sparsity/parametrization.py": (*SOFT_TESTS, *REPORT_TESTS),
+    "sparsity/parametrization.py": (
+        *SOFT_TESTS,
+        *REPORT_TESTS,
+        EDGES,
+        "tests/test_sparsity_serialization.py",
+    ),
     "sparsity/controller.py": CONTROLLER_TESTS,
     "sparsity/report.py": REPORT_TESTS,
     "sparsity/masks.py": (*MASK_TESTS, "tests/test_sparsity_bake.py"),
     "sparsity/export.py": EXPORT_TESTS,
     "sparsity/pressure.py": PRESSURE_TESTS,
-    "sparsity/sparsify.py": ("tests/test_sparsity_grouping.py", *SPARSITY),
+    "sparsity/sparsify.py": (
+        "tests/test_sparsity_grouping.py",
+        "tests/test_sparsity_init_warning.py",
+        EDGES,
+        *SPARSITY,
+    ),
     "weighting/adaptive.py": WEIGHTING_TESTS,
     "tasks/normal.py": NORMAL_TESTS,
     "tasks/depth.py": DEPTH_TESTS,
     "tasks/segmentation.py": SEGMENTATION_TESTS,
     "tasks/score.py": (*SCORE_TESTS, "tests/test_score_paper_tables.py"),
-    "tasks/base.py": ("tests/test_tasks_base.py", *NORMAL_TESTS, *DEPTH_TESTS),
+    "tasks/base.py": (
+        "tests/test_tasks_base.py",
+        "tests/test_tasks_metric_state.py",
+        *NORMAL_TESTS,
+        *DEPTH_TESTS,
+    ),
     "methods/masking.py": (*METHOD_TESTS, *DISPARSE_TESTS),
     "methods/disparse.py": DISPARSE_TESTS,
     "methods/snip.py": METHOD_TESTS,
@@ -496,6 +512,10 @@ TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # generated mutants judged equivalent, by name (module:line:column): re-judge when lines move
 EQUIVALENT = {
+    "sparsity.report:120:35": "a layer has a theta exactly when it has a group (SparseWeight.theta "
+    "is None only for group None), so `and` and `or` select the same layers",
+    "tasks.base:49:78": "the default ignore label is used only by classification, which rejects "
+    "negative labels before the loss, so -100 and -101 never occur",
     "methods.masking:76:36": "topk with sorted=True returns the same index set, and only the set "
     "is used",
     "methods.masking:145:32": "a one-element all-true mask broadcasts: W * [True] = W, the same "

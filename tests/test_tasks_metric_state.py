@@ -1,11 +1,11 @@
-"""The segmentation metric's state, as its docstring states it: a confusion matrix with rows =
-ground truth and columns = prediction (merged across processes by adding states)."""
+"""Metric state as documented: the segmentation confusion matrix has rows = ground truth and
+columns = prediction, and statistics follow the device of the data they are given."""
 
 from __future__ import annotations
 
 import torch
 
-from adapmtl.tasks import SegmentationTask
+from adapmtl.tasks import NormalTask, SegmentationTask
 
 
 def test_confusion_rows_are_ground_truth_and_columns_predictions():
@@ -19,3 +19,11 @@ def test_confusion_rows_are_ground_truth_and_columns_predictions():
     expected = torch.zeros(3, 3, dtype=torch.int64)
     expected[0, 1], expected[2, 2] = 2, 1
     assert torch.equal(metric.state()["confusion"], expected)
+
+
+def test_statistics_move_to_the_device_of_the_increments():
+    # the meta device stands in for an accelerator: increments there move the state there
+    metric = NormalTask().new_metric()
+    metric.add(count=torch.tensor(3, device="meta"))
+    assert metric.state()["count"].device.type == "meta"
+    assert metric.state()["angle_sum"].device.type == "cpu"  # untouched entries stay
