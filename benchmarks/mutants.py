@@ -27,7 +27,8 @@ CONTROLLER_TESTS = (
     "tests/test_sparsity_landing.py",
 )
 WEIGHTING_TESTS = ("tests/test_weighting.py", "tests/test_weighting_properties.py")
-NORMAL_TESTS = ("tests/test_tasks_normal.py", "tests/test_tasks_normal_edges.py")
+DECLARATIONS = "tests/test_tasks_declarations.py"
+NORMAL_TESTS = ("tests/test_tasks_normal.py", "tests/test_tasks_normal_edges.py", DECLARATIONS)
 DISPARSE_TESTS = ("tests/test_methods_disparse.py", "tests/test_methods_disparse_properties.py")
 EXPORT_TESTS = ("tests/test_export.py", "tests/test_export_round_trips.py")
 INFERENCE_TESTS = ("tests/test_inference.py", "tests/test_inference_threads.py")
@@ -36,10 +37,11 @@ REPORT_TESTS = ("tests/test_sparsity_report.py", "tests/test_report_counts.py")
 SCORE_TESTS = ("tests/test_score.py", "tests/test_score_properties.py")
 MASK_TESTS = ("tests/test_sparsity_masks.py", "tests/test_export_round_trips.py", EDGES)
 PRESSURE_TESTS = ("tests/test_sparsity_pressure.py", EDGES)
-DEPTH_TESTS = ("tests/test_tasks_depth.py",)
+DEPTH_TESTS = ("tests/test_tasks_depth.py", DECLARATIONS)
 SEGMENTATION_TESTS = (
     "tests/test_tasks_segmentation.py",
     "tests/test_tasks_metric_state.py",
+    DECLARATIONS,
 )
 BASE_TESTS = ("tests/test_tasks_base.py", "tests/test_tasks_normal.py")
 METHOD_TESTS = ("tests/test_methods.py", "tests/test_methods_options.py")
