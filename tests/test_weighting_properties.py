@@ -156,3 +156,11 @@ def test_a_rejected_update_names_the_task_and_changes_nothing(bad):
     assert after["step"] == before["step"]
     assert torch.equal(after["history"], before["history"])
     assert torch.equal(after["previous"], before["previous"])
+
+
+def test_a_state_for_other_tasks_or_another_mode_is_refused():
+    state = AdaptiveWeighting(["a", "b"], window=4).state_dict()
+    with pytest.raises(ValueError, match=r"for tasks \['a', 'b'\]"):
+        AdaptiveWeighting(["a", "c"], window=4).load_state_dict(state)
+    with pytest.raises(ValueError, match="in mode 'paper'"):
+        AdaptiveWeighting(["a", "b"], mode="official", window=4).load_state_dict(state)
