@@ -506,7 +506,7 @@ TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         *DEPTH_TESTS,
     ),
     "methods/masking.py": (*METHOD_TESTS, *DISPARSE_TESTS),
-    "methods/disparse.py": DISPARSE_TESTS,
+    "methods/disparse.py": (*DISPARSE_TESTS, "tests/test_methods_options.py"),
     "methods/snip.py": METHOD_TESTS,
     "methods/lth.py": METHOD_TESTS,
     "methods/imp.py": METHOD_TESTS,

@@ -41,6 +41,7 @@ def test_metric_directions(task):
 
 
 def test_segmentation_class_count_stops_below_the_ignore_label():
+    assert SegmentationTask(1).num_classes == 1
     assert SegmentationTask(254).num_classes == 254
     for bad in (0, 255):
         with pytest.raises(ValueError, match="num_classes"):

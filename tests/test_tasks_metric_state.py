@@ -24,6 +24,6 @@ def test_confusion_rows_are_ground_truth_and_columns_predictions():
 def test_statistics_move_to_the_device_of_the_increments():
     # the meta device stands in for an accelerator: increments there move the state there
     metric = NormalTask().new_metric()
-    metric.add(count=torch.tensor(3, device="meta"))
-    assert metric.state()["count"].device.type == "meta"
-    assert metric.state()["angle_sum"].device.type == "cpu"  # untouched entries stay
+    metric.add(within=torch.ones(3, dtype=torch.int64, device="meta"))
+    assert metric.state()["within"].device.type == "meta"
+    assert metric.state()["count"].device.type == "cpu"  # untouched entries stay
