@@ -115,7 +115,7 @@ def test_freeze_writes_the_soft_thresholded_weight():
 
 def test_freeze_lands_exactly_on_the_target_by_scaling_all_thresholds_alike():
     run = ToyRun()
-    before = {g: float(torch.sigmoid(t)) for g, t in thresholds(run.model).items()}
+    before = {g: float(torch.sigmoid(t.detach())) for g, t in thresholds(run.model).items()}
     total = sum(m.weight.numel() for _, m, _ in sparse_layers(run.model))
     start = overall_sparsity(run.model)
     target = start / 2  # far below the current sparsity: the landing must bring it down
