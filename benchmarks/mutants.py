@@ -514,6 +514,9 @@ TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # generated mutants judged equivalent, by name (module:line:column): re-judge when lines move
 EQUIVALENT = {
+    "tasks.normal:105:40": "the curated normal-within-strict mutant: no cosine maps to exactly "
+    "11.25, 22.5 or 30 degrees",
+    "tasks.depth:74:51": "depth predictions are checked to be 4-D, where shape[2:] is shape[-2:]",
     "sparsity.report:120:35": "a layer has a theta exactly when it has a group (SparseWeight.theta "
     "is None only for group None), so `and` and `or` select the same layers",
     "tasks.base:49:78": "the default ignore label is used only by classification, which rejects "

@@ -161,3 +161,19 @@ def test_export_creates_missing_parent_directories(tmp_path):
     path = export_model(model, tmp_path / "new" / "nested" / "m.safetensors")
     assert path.is_file()
     assert load_exported(path).keys() == dense_state_dict(model).keys()
+
+
+@pytest.mark.parametrize("suffix", ["::values", "::bitmask"])
+def test_an_encoded_piece_missing_from_the_layout_is_an_error(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    from adapmtl.errors import UserError
+
+    path = export_model(sparsify(conv_mtl(0), mode="mask"), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        metadata = f.metadata()
+    tensors["stray" + suffix] = torch.zeros(2, dtype=torch.uint8)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(UserError, match=r"\['stray" + suffix + r"'\] are not described"):
+        load_exported(tmp_path / "bad.safetensors")
