@@ -72,14 +72,13 @@ def test_loss_is_unchanged_when_vectors_are_rescaled(seed):
 
 def test_median_stays_exact_past_float32_counts():
     # A whole NYUv2 validation set has about 2e8 valid pixels, past float32's exact integers
-    # (2^24). n = 2^25 + 3 angles, the first m = 2^24 + 1 in bin 0 and the rest in bin 1: both
-    # middle order statistics (index m, 0-based) lie in bin 1.
+    # (2^24). n = 2^25 + 1 angles, the first 2^24 + 1 in bin 0 and the rest in bin 1: the
+    # middle order statistic (index 2^24, 0-based) is the last one of bin 0.
     task = NormalTask()
     metric = task.new_metric()
     state = metric.state()
-    m = 2**24 + 1
-    n = 2 * m + 1
-    state["histogram"][0], state["histogram"][1] = m, n - m
+    n, first = 2**25 + 1, 2**24 + 1
+    state["histogram"][0], state["histogram"][1] = first, n - first
     state["count"] = torch.tensor(n)
     metric.load_state(state)
-    assert metric.compute()["angle_median"] == pytest.approx(1.5 * task.median_bin)
+    assert metric.compute()["angle_median"] == pytest.approx(0.5 * task.median_bin)
