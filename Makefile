@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # benchmarks/ and scripts/ are linted once they exist (ruff fails on a missing path).
 LINT_PATHS := src tests $(wildcard benchmarks) $(wildcard scripts)
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint demo bench mutation clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+
+# Slow (one pytest run per mutant, several minutes): run by hand, not in CI.
+mutation: install
+	$(BIN)/python benchmarks/mutation.py --generated 6 --seed 0 --markdown docs/results/mutation.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -102,8 +102,15 @@ def test_suite_writes_tables_and_plots_with_independent_delta_t(finished):
         assert float(row["delta_t/overall"]) == pytest.approx(expected, abs=1e-9)
         if row["run_id"] != "dense":
             assert abs(float(row["sparsity/overall"]) - TARGET) <= 0.005, row["run_id"]
-            for component in ("backbone", "seg", "edge"):
-                assert 0.0 <= float(row[f"sparsity/{component}"]) <= 1.0
+            counts = results["sparsity"]["components"]
+            assert set(counts) == {"backbone", "seg", "edge"}
+            for component, c in counts.items():
+                # the table's value is this run's own count, not another run's or component's
+                expected_c = 1.0 - c["nonzero"] / c["total"]
+                assert float(row[f"sparsity/{component}"]) == pytest.approx(expected_c), component
+            overall = results["sparsity"]["overall"]
+            assert sum(c["nonzero"] for c in counts.values()) == overall["nonzero"]
+            assert sum(c["total"] for c in counts.values()) == overall["total"]
     table = (out / "table.md").read_text()
     for run in RUNS:
         assert f"| {run.get('label', run['name'])} |" in table

@@ -20,8 +20,18 @@ from methods_harness import (
     make_batches,
     masks_np,
     plain_weights,
+    prunable,
     start,
 )
+
+
+def stored_np(model) -> dict[str, np.ndarray]:
+    """The stored (unmasked) weight of every prunable layer."""
+    return {
+        path: m.parametrizations.weight.original.detach().numpy().copy()
+        for path, m in model.named_modules()
+        if hasattr(m, "parametrizations")
+    }
 
 
 def owner(path: str) -> str:
@@ -96,16 +106,28 @@ def test_static_faithful_keep_ratio_and_xavier_scoring_copy():
     )
     torch.manual_seed(0)
     init = TinyMultiTask().state_dict()
+    run_rng = torch.get_rng_state()  # the random state on_start draws the xavier copy from
     run.begin()
     got = masks_np(run.model)
-    # xavier scores differ from the init ones, but the model keeps its own initial weights
+    # the model keeps its own initial weights under the masks
     for path, w in plain_weights(run.model).items():
         assert np.array_equal(w, np.where(got[path], init[f"{path}.weight"].numpy(), 0))
-    heads_a = [p for p in got if owner(p) == "a"]
-    n_a = sum(got[p].size for p in got if owner(p) in ("backbone", "a"))
-    # head a keeps exactly what task a chose; with the fixed ratio each task keeps floor(0.3 N_t)
-    chosen_in_backbone_or_a = math.floor(0.3 * n_a)
-    assert kept({p: got[p] for p in heads_a}) <= chosen_in_backbone_or_a
+    # the masks are those of scores taken on a xavier-normal copy, drawn in layer order from the
+    # same random state, each task keeping floor(0.3 N_t) of its own scores
+    xavier = TinyMultiTask()
+    xavier.load_state_dict(init)
+    torch.set_rng_state(run_rng)
+    with torch.no_grad():
+        for layer in prunable(xavier).values():
+            torch.nn.init.xavier_normal_(layer.weight)
+    scores = {t: grad_scores(xavier.state_dict(), scoring, (t,)) for t in TASKS}
+    expected = union_rule({t: per_task_choice(scores[t], t, 0.3) for t in TASKS})
+    for path in got:
+        assert np.array_equal(got[path], expected[path]), path
+    # and differ from the masks the model's own initial weights would give
+    own = {t: grad_scores(init, scoring, (t,)) for t in TASKS}
+    own_masks = union_rule({t: per_task_choice(own[t], t, 0.3) for t in TASKS})
+    assert any(not np.array_equal(got[p], own_masks[p]) for p in got)
     assert run.method.summary()["keep_ratio"] == 0.3
 
 
@@ -168,6 +190,13 @@ def test_dynamic_schedule_updates_until_end_then_trims_to_erk_and_fixes_the_mask
             assert mask.sum() == round(densities[path] * mask.size)
     end = 30
     history = []
+    magnitudes: dict[str, np.ndarray] = {}
+
+    def record_magnitudes(_: int) -> None:  # the weights the update sees, after the optimizer
+        magnitudes.clear()
+        magnitudes.update({p: np.abs(w) for p, w in stored_np(run.model).items()})
+
+    run.before_after_step.append(record_magnitudes)
     for it in range(iterations):
         before = masks_np(run.model)
         run.step()
@@ -175,14 +204,24 @@ def test_dynamic_schedule_updates_until_end_then_trims_to_erk_and_fixes_the_mask
         history.append(after)
         rate = 0.25 * (1 + math.cos(math.pi * it / end))
         if it + 1 < end and it % every == 0:
+            dropped = 0
             for path in after:
-                if owner(path) == "backbone":
-                    continue
                 n = after[path].size
-                kept_after_drop = min(round(densities[path] * (1 - rate) * n), before[path].sum())
-                assert kept_after_drop <= round(densities[path] * n)
-                expected = round(densities[path] * n)  # regrowth restores the ERK density d_l
-                assert after[path].sum() == expected, (it, path)
+                # the drop keeps the round(d_l (1 - r_t) N_l) largest active weights (NumPy sort)
+                keep = min(round(densities[path] * (1 - rate) * n), int(before[path].sum()))
+                active = np.where(before[path], magnitudes[path], -np.inf).ravel()
+                survivors = np.zeros(n, dtype=bool)
+                survivors[np.argsort(-active, kind="stable")[:keep]] = True
+                assert np.all(after[path].ravel()[survivors]), (it, path)
+                # regrowth restores the ERK density d_l: each task grows round(d_l N_l) - keep;
+                # the backbone grows the union of the two tasks' picks
+                grow = round(densities[path] * n) - keep
+                if owner(path) == "backbone":
+                    assert keep + grow <= after[path].sum() <= keep + 2 * grow, (it, path)
+                else:
+                    assert after[path].sum() == keep + grow, (it, path)
+                dropped += int((before[path] & ~after[path]).sum())
+            assert dropped > 0, f"update at iteration {it} changed no mask"
         elif it + 1 < end:
             assert all(np.array_equal(after[p], before[p]) for p in after)
     at_end = history[end - 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from adapmtl.sparsity import (
     current_masks,
     overall_sparsity,
     param_groups,
+    report,
     sparse_layers,
     sparsify,
     thresholds,
@@ -47,7 +50,7 @@ class ToyRun:
         loss.backward()
 
 
-def test_freeze_mask_lands_within_half_a_point_and_stays_there():
+def test_freeze_mask_lands_exactly_and_stays_there():
     run = ToyRun()
     controller = TargetSparsityController(run.model, TARGET)
     first_reached = None
@@ -62,7 +65,9 @@ def test_freeze_mask_lands_within_half_a_point_and_stays_there():
     assert first_reached is not None, "the toy run never reached the target"
     assert controller.frozen_at == first_reached
     frozen = overall_sparsity(run.model)
-    assert TARGET <= frozen <= TARGET + 0.005
+    counts = report(run.model).overall
+    # landing is exact: ceil(target * n) weights pruned, not one more
+    assert counts.total - counts.nonzero == math.ceil(TARGET * counts.total)
     assert all(p.masked for _, _, p in sparse_layers(run.model))
 
     # Strong weight decay on the weights from now on: it would push survivors under alpha, but
@@ -110,15 +115,16 @@ def test_freeze_writes_the_soft_thresholded_weight():
 
 def test_freeze_lands_exactly_on_the_target_by_scaling_all_thresholds_alike():
     run = ToyRun()
-    before = {g: float(torch.sigmoid(t)) for g, t in thresholds(run.model).items()}
+    before = {g: float(torch.sigmoid(t.detach())) for g, t in thresholds(run.model).items()}
     total = sum(m.weight.numel() for _, m, _ in sparse_layers(run.model))
     start = overall_sparsity(run.model)
     target = start / 2  # far below the current sparsity: the landing must bring it down
     controller = TargetSparsityController(run.model, target)
     run.backward()
     assert controller.step(0)
-    landed = overall_sparsity(run.model)
-    assert target <= landed <= target + 1.5 / total
+    landed = report(run.model).overall
+    assert landed.total == total
+    assert total - landed.nonzero == math.ceil(target * total)
     factors = [float(torch.sigmoid(t)) / before[g] for g, t in thresholds(run.model).items()]
     assert all(f < 1 for f in factors)
     assert max(factors) == pytest.approx(min(factors), rel=1e-4)

@@ -68,13 +68,15 @@ def test_official_variant_is_direct_and_sums_to_task_count():
 def test_state_round_trip_continues_identically():
     rows = [[1.0 + 0.1 * i, 2.0 + 0.3 * (i % 3)] for i in range(12)]
     whole = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
-    expected = feed(whole, rows)
+    expected = [whole.update(torch.tensor(row, dtype=torch.float64)) for row in rows][7:]
     first = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
     feed(first, rows[:7])
     state = first.state_dict()
     second = AdaptiveWeighting(["a", "b"], window=4, warmup=3, param_ratio=0.5)
     second.load_state_dict(state)
-    assert torch.equal(feed(second, rows[7:]), expected)
+    assert [second.update(torch.tensor(row, dtype=torch.float64)).tolist() for row in rows[7:]] == [
+        whole_out.tolist() for whole_out in expected
+    ]
 
 
 def test_state_is_loadable_with_weights_only(tmp_path):
@@ -104,8 +106,9 @@ def test_rejects_wrong_length_and_nonpositive_losses():
     w = AdaptiveWeighting(["a", "b"])
     with pytest.raises(ValueError, match="expected 2 task losses"):
         w.update(torch.ones(3))
-    with pytest.raises(ValueError, match="positive"):
-        w.update(torch.tensor([1.0, float("nan")]))
+    for bad in (float("nan"), 0.0, -0.5):
+        with pytest.raises(ValueError, match="positive"):
+            w.update(torch.tensor([1.0, bad]))
 
 
 def test_equal_weighting_and_builder():

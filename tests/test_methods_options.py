@@ -1,0 +1,61 @@
+"""Mask-method options at their edges: the inclusive ends of the accepted ranges, LTH's prune
+iterations by hand, IMP's initial prune at t0 = 1, and the defaults docs/methods.md states."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapmtl.errors import UserError
+from adapmtl.methods import build_method
+from adapmtl.sparsity import report
+from methods_harness import start
+
+
+def test_documented_defaults():
+    # docs/methods.md: SNIP scores over 1 batch, IMP prunes in 20 steps, DiSparse-static scores
+    # over 50 batches and DiSparse-dynamic updates every 50 iterations
+    assert build_method("snip", 0.9, {}).summary() == {"scoring_batches": 1}
+    assert build_method("imp", 0.9, {}).options.steps == 20
+    disparse = build_method("disparse", 0.9, {}).options
+    assert (disparse.num_batches, disparse.update_every) == (50, 50)
+
+
+def test_disparse_keep_ratio_one_is_accepted_and_zero_is_not():
+    assert build_method("disparse", 0.9, {"keep_ratio": 1.0}).options.keep_ratio == 1.0
+    with pytest.raises(UserError, match="keep_ratio"):
+        build_method("disparse", 0.9, {"keep_ratio": 0.0})
+
+
+def test_lth_prune_iterations_by_hand():
+    # without a dense checkpoint: rounds at r * dense_fraction * iterations / rounds, r = 1..3
+    lth = build_method("lth", 0.9, {"rounds": 3, "dense_fraction": 0.6})
+    assert lth.prune_iterations(100) == [20, 40, 60]
+    # from a dense checkpoint: the first round at 0, the others spread over dense_fraction
+    from_dense = {"rounds": 3, "dense_fraction": 0.5, "dense_checkpoint": "dense.pt"}
+    assert build_method("lth", 0.9, from_dense).prune_iterations(100) == [0, 25, 50]
+    one_round = {"rounds": 1, "dense_fraction": 0.0, "dense_checkpoint": "dense.pt"}
+    assert build_method("lth", 0.9, one_round).prune_iterations(100) == [0]
+
+
+def test_lth_rewind_may_be_the_first_prune_but_not_after_it():
+    at_prune = {"rounds": 1, "dense_fraction": 0.5, "rewind_iteration": 50}
+    assert build_method("lth", 0.9, at_prune).prune_iterations(100) == [50]
+    after = {"rounds": 1, "dense_fraction": 0.5, "rewind_iteration": 51}
+    with pytest.raises(UserError, match="rewind_iteration 51 is after the first prune"):
+        build_method("lth", 0.9, after).prune_iterations(100)
+
+
+def test_imp_start_must_come_before_end():
+    with pytest.raises(UserError, match="start_fraction"):
+        build_method("imp", 0.9, {"start_fraction": 0.5, "end_fraction": 0.5})
+
+
+def test_imp_prunes_to_the_initial_sparsity_at_t0_one():
+    # 20 iterations, start 0.05: t0 = 1; the first scheduled step is at round(1 + 9 / 2) = 6
+    options = {"start_fraction": 0.05, "end_fraction": 0.5, "steps": 2, "initial_sparsity": 0.3}
+    run = start("imp", 0.8, options, iterations=20)
+    run.begin()
+    assert report(run.model).sparsity == 0.0
+    run.step()
+    counts = report(run.model).overall
+    assert counts.total - counts.nonzero == counts.total - round(0.7 * counts.total)

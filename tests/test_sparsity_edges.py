@@ -1,0 +1,77 @@
+"""Sparsity core at its edges: a one-weight masked layer, freezing a model without soft
+thresholds, the documented default threshold, the init warning's caller, and the threshold
+pressure at its boundaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from adapmtl.sparsity import (
+    ThresholdPressure,
+    freeze_masks,
+    report,
+    set_masks,
+    sparse_layers,
+    sparsify,
+    thresholds,
+)
+from sparsity_toys import LinearMTL, conv_mtl
+
+
+def test_a_one_weight_layer_can_be_masked_off():
+    model = sparsify(LinearMTL(2, 1, 1, 1), mode="mask")  # heads.a and heads.b hold one weight
+    set_masks(model, {"heads.a": torch.zeros(1, 1, dtype=torch.bool)}, zero_pruned=False)
+    layer = model.get_submodule("heads.a")
+    assert layer.parametrizations.weight.original.item() != 0  # stored weight kept
+    assert layer.weight.item() == 0  # effective weight masked
+    counts = {x.path: (x.mode, x.nonzero, x.total) for x in report(model).layers}
+    assert counts["heads.a"] == ("mask", 0, 1)
+    assert counts["heads.b"] == ("dense", 1, 1)
+
+
+def test_freezing_leaves_layers_without_soft_thresholds_alone():
+    model = sparsify(conv_mtl(), mode="mask")
+    with torch.no_grad():  # exact zeros in a dense layer must not turn into a mask
+        model.get_submodule("backbone.0").parametrizations.weight.original[0] = 0.0
+    freeze_masks(model)
+    assert all(not p.masked for _, _, p in sparse_layers(model))
+    assert {x.mode for x in report(model).layers} == {"dense"}
+
+
+def test_default_threshold_is_theta_minus_six():
+    # docs: the default init -6 gives alpha = sigmoid(-6) = 2.47e-3
+    model = sparsify(conv_mtl())
+    for theta in thresholds(model).values():
+        assert theta.item() == -6.0
+    alpha = 1 / (1 + math.exp(6))
+    assert report(model).thresholds["backbone"]["alpha"] == pytest.approx(alpha, rel=1e-6)
+
+
+def test_init_warning_points_at_the_caller_of_sparsify():
+    with pytest.warns(UserWarning, match="already zero") as record:
+        sparsify(conv_mtl(), init=-1.0)
+    assert record[0].filename == __file__
+
+
+def pressure_optimizer(decay: float) -> torch.optim.Optimizer:
+    theta = nn.Parameter(torch.zeros(()))
+    return torch.optim.SGD([{"params": [theta], "name": "thresholds", "weight_decay": decay}])
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0])
+def test_pressure_target_must_be_strictly_inside_the_unit_interval(target):
+    with pytest.raises(ValueError, match="target"):
+        ThresholdPressure(target, 10)
+
+
+def test_pressure_on_schedule_counts_as_ahead():
+    # at iteration 10 of 10 the schedule is the target; being exactly there relaxes the decay
+    pressure = ThresholdPressure(0.5, 10, growth=2.0)
+    optimizer = pressure_optimizer(1.0)
+    assert pressure.schedule(10) == 0.5
+    assert pressure.update(optimizer, 10, 0.5) == 0.5
+    assert pressure.update(optimizer, 10, 0.25) == 1.0  # behind: grows again
