@@ -169,7 +169,7 @@ def test_help_shows_defaults_and_describes_every_argument(capsys):
     assert "among: direct, direct-wide, csr" in bench
     assert "images per forward pass (default: 1)" in bench
     assert "end-to-end runs per model (default: 10)" in bench
-    assert "(default: 600)" in _help("demo", capsys)
+    assert "(default: 1200)" in _help("demo", capsys)
     for command in ("eval", "report"):
         text = _help(command, capsys)
         assert "checkpoint a run's checkpoint (.pt), its run directory" in text
