@@ -16,7 +16,8 @@ Three choices make up the method, each an option; ``recipe`` fills the ones left
   together: one global magnitude order).
 
 ``recipe: paper`` is the paper's and reference code's behaviour (soft, none, gradient);
-``recipe: recommended`` is the default chosen by the quality suites (docs/methods.md).
+``recipe: recommended`` (hard with regrowth, schedule, none) is the default chosen by the
+quality suites (docs/results/quality.md): neither allocation signal beat one global order there.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"threshold": "soft", "regrow": False, "level": "none", "allocation": "gradient"},
-    "recommended": {"threshold": "hard", "regrow": True, "level": "schedule", "allocation": "cost"},
+    "recommended": {"threshold": "hard", "regrow": True, "level": "schedule", "allocation": "none"},
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "threshold": ("soft", "hard"),
