@@ -51,7 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--write", type=Path, default=ROOT / "docs/results/quality.md")
     parser.add_argument("--ours", default="adapmtl", help="run name of AdapMTL")
-    parser.add_argument("--ablation", default="adapmtl_global", help="single-threshold run name")
+    parser.add_argument(
+        "--ablation", default="adapmtl_global", help="run name of the ablation to compare with"
+    )
     parser.add_argument(
         "--baseline", default="imp_scratch", help="gradual magnitude pruning from scratch run name"
     )
@@ -98,7 +100,7 @@ def claims(
         row.append(f"{verdict}; AdapMTL {mine:+.2f}")
     lines.append("| " + " | ".join(row) + " |")
 
-    row = ["ΔT(AdapMTL) − ΔT(single threshold)"]
+    row = [f"ΔT(AdapMTL) − ΔT({by_id[ablation].label})"]
     for seed in [*seeds, None]:
         gap = ours_delta(seed) - ours_delta(seed, ablation)
         row.append(f"{gap:+.2f}")
