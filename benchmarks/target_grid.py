@@ -61,7 +61,7 @@ MECHANISMS: dict[str, dict[str, Any]] = {
     "paper": {"recipe": "paper"},
 }
 MECHANISM_LABELS = {
-    "recommended": "recommended (hard + regrow, scheduled level, cost allocation)",
+    "recommended": "recommended (hard + regrow, scheduled level, one global order)",
     "previous": "previous mechanism (recipe paper, level pressure)",
     "paper": "paper recipe (soft, fixed threshold weight decay)",
 }
@@ -318,9 +318,9 @@ def page(
         "- Common settings: Adam lr 1e-3, equal task weights, seed 0, theta init -6 and threshold",
         "  lr = lr unless stated, threshold weight decay 1e-4 (the config's default), method",
         "  options at their defaults (schedule from 10 % to 50 % of training).",
-        "- With the recommended recipe's cost allocation the thresholds receive no gradient",
-        "  (the method turns it off), so the threshold lr does not act on them: its rows check",
-        "  that; theta init matters only through the first level set before iteration 0.",
+        "- In the recommended recipe the thresholds receive no gradient (only the level moves",
+        "  them), so the threshold lr does not act on them: its rows check that; theta init",
+        "  matters only through the first level set before iteration 0.",
         *model_lines,
         "",
     ]
