@@ -1,6 +1,9 @@
-"""Soft-threshold sparsity (paper Sections 3.1-3.2): parametrizations, report, controller, bake."""
+"""Threshold sparsity (paper Sections 3.1-3.2): parametrizations, report, controller, the
+scheduled level and allocation, bake."""
 
+from adapmtl.sparsity.allocation import CostAllocation
 from adapmtl.sparsity.controller import CONTROLLER_MODES, TargetSparsityController
+from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel, rescale_thresholds
 from adapmtl.sparsity.masks import (
     bake,
     current_masks,
@@ -27,6 +30,9 @@ from adapmtl.sparsity.sparsify import (
 __all__ = [
     "CONTROLLER_MODES",
     "GROUPINGS",
+    "CostAllocation",
+    "CubicSchedule",
+    "ScheduledLevel",
     "SparseWeight",
     "SparsityReport",
     "TargetSparsityController",
@@ -42,6 +48,7 @@ __all__ = [
     "overall_sparsity",
     "param_groups",
     "report",
+    "rescale_thresholds",
     "set_masks",
     "soft_threshold",
     "sparse_layers",
