@@ -44,8 +44,10 @@ def test_bad_recipes_and_choices_are_named(options, message):
 def test_allocations_other_than_the_optimizers_need_a_level():
     with pytest.raises(ValueError, match="allocation 'cost' needs level 'schedule'"):
         AdapMTL(0.5, AdapMTL.Options(recipe="paper", allocation="cost"))
-    with pytest.raises(ValueError, match="would never move a threshold"):
-        AdapMTL(0.5, AdapMTL.Options(recipe="paper", allocation="none"))
+    # the pressure acts through the thresholds' weight decay, which needs their gradients
+    for level in ("none", "pressure"):
+        with pytest.raises(ValueError, match="allocation 'none' needs level 'schedule'"):
+            AdapMTL(0.5, AdapMTL.Options(recipe="paper", allocation="none", level=level))
 
 
 def run(settings, tmp_path, options, iterations=8):

@@ -93,15 +93,10 @@ class AdapMTL(Method):
         if target is None:
             raise ValueError("adapmtl needs a target sparsity (method.target)")
         options = resolve_recipe(options)
-        if options.allocation == "cost" and options.level != "schedule":
+        if options.allocation != "gradient" and options.level != "schedule":
             raise ValueError(
-                "allocation 'cost' needs level 'schedule': it moves the thresholds against each "
-                "other while the schedule raises their common level"
-            )
-        if options.allocation == "none" and options.level == "none":
-            raise ValueError(
-                "allocation 'none' with level 'none' would never move a threshold: use level "
-                "'schedule' or 'pressure'"
+                f"allocation {options.allocation!r} needs level 'schedule': without gradients the "
+                "thresholds move only by the schedule's common rescale (and the cost allocation)"
             )
         if not 0.0 <= options.schedule_start < options.schedule_until <= 1.0:
             raise ValueError(
