@@ -95,21 +95,18 @@ def rescale_thresholds(
 
 
 class ScheduledLevel:
-    """Holds overall sparsity on ``schedule`` by :func:`rescale_thresholds` every ``every`` steps.
+    """Holds overall sparsity on ``schedule`` by :func:`rescale_thresholds` at every step.
 
     Call :meth:`begin` once before the first forward pass (it sets iteration 0's level, so an
     initial theta that already prunes too much does not matter), then :meth:`step` after every
     ``optimizer.step()``: it sets the thresholds the next forward pass uses.
     """
 
-    def __init__(self, model: nn.Module, schedule: CubicSchedule, *, every: int = 1) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+    def __init__(self, model: nn.Module, schedule: CubicSchedule) -> None:
         if not sparse_layers(model):
             raise ValueError("the model is not sparsified: call sparsify(model) first")
         self.model = model
         self.schedule = schedule
-        self.every = every
 
     def begin(self) -> float:
         """Set the thresholds for iteration 0; returns its scheduled sparsity."""
@@ -117,8 +114,6 @@ class ScheduledLevel:
 
     def step(self, iteration: int) -> float:
         """Set the thresholds for iteration ``iteration + 1``; returns its scheduled sparsity."""
-        upcoming = iteration + 1
-        level = self.schedule(upcoming)
-        if upcoming % self.every == 0 or upcoming >= self.schedule.end:
-            rescale_thresholds(self.model, level)
+        level = self.schedule(iteration + 1)
+        rescale_thresholds(self.model, level)
         return level

@@ -51,11 +51,17 @@ class _SoftThreshold(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         (out,) = ctx.saved_tensors
         signs = out.sign()
-        grad_alpha = None
-        if ctx.needs_input_grad[1]:
-            grad_alpha = -torch.dot(grad_out.reshape(-1), signs.reshape(-1))
-            grad_alpha = grad_alpha.reshape(ctx.alpha_shape)
+        grad_alpha = _alpha_gradient(ctx, grad_out, signs)
+        # in place: the weight gradient reuses the sign buffer (one allocation per direction)
         return signs.abs_().mul_(grad_out), grad_alpha
+
+
+def _alpha_gradient(ctx: Any, grad_out: torch.Tensor, signs: torch.Tensor) -> torch.Tensor | None:
+    """dL/da = -sum(grad * sign(W) * B) (Eq. 5), with ``signs`` = sign(W) * B = sign of the
+    effective weight; None when the threshold needs no gradient."""
+    if not ctx.needs_input_grad[1]:
+        return None
+    return -torch.dot(grad_out.reshape(-1), signs.reshape(-1)).reshape(ctx.alpha_shape)
 
 
 class _HardThreshold(torch.autograd.Function):
@@ -82,11 +88,7 @@ class _HardThresholdRegrow(_HardThreshold):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         (out,) = ctx.saved_tensors
-        grad_alpha = None
-        if ctx.needs_input_grad[1]:
-            grad_alpha = -torch.dot(grad_out.reshape(-1), out.sign().reshape(-1))
-            grad_alpha = grad_alpha.reshape(ctx.alpha_shape)
-        return grad_out, grad_alpha
+        return grad_out, _alpha_gradient(ctx, grad_out, out.sign())
 
 
 def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
