@@ -228,8 +228,7 @@ class AdapMTL(Method):
 
 def resolve_recipe(options: AdapMTL.Options) -> AdapMTL.Options:
     """The options with ``threshold``, ``regrow``, ``level`` and ``allocation`` filled from
-    ``recipe``;
-    raises ``ValueError`` naming a bad recipe or choice."""
+    ``recipe``; raises ``ValueError`` naming a bad recipe or choice."""
     if options.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {options.recipe!r}")
     filled = {
