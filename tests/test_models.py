@@ -323,3 +323,49 @@ def test_width_consistent_init_keeps_the_full_size_ratio_to_the_heads() -> None:
 def test_mobilenet_takes_no_resnet_init_option() -> None:
     with pytest.raises(UserError, match="unknown option 'init_std'; valid: width"):
         build_model("mobilenetv2_cpu", {"depth": 1}, init_std=0.01)
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "size", "expected"),
+    [(32, (321, 321), (11, 11)), (16, (321, 321), (21, 21)), (8, (321, 321), (41, 41)),
+     (8, (48, 48), (6, 6))],
+)
+def test_mobilenetv2_output_stride_keeps_larger_maps(
+    output_stride: int, size: tuple[int, int], expected: tuple
+) -> None:
+    model = build_model("mobilenetv2", {"depth": 1}, width=0.25, output_stride=output_stride)
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, 3, *size))
+    assert tuple(out["depth"].shape) == (1, 1, *expected)
+
+
+def test_mobilenetv2_output_stride_dilates_later_depthwise_convs_without_new_weights() -> None:
+    """DeepLabv3's rule: a stage whose stride would pass the output stride keeps stride 1; its
+    first block uses the dilation so far, the blocks after it that dilation times the stride."""
+    plain = build_model("mobilenetv2", {"depth": 1}, width=0.25).backbone
+    dilated = build_model("mobilenetv2", {"depth": 1}, width=0.25, output_stride=8).backbone
+    assert sum(p.numel() for p in plain.parameters()) == sum(
+        p.numel() for p in dilated.parameters()
+    )
+    depthwise = [
+        (m.stride[0], m.dilation[0])
+        for m in dilated.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1
+    ]
+    # Blocks per stage 1, 2, 3, 4, 3, 3, 1; stride 2 (stem) * 2 * 2 = 8 after the third stage.
+    expected = (
+        [(1, 1)] + [(2, 1), (1, 1)] + [(2, 1), (1, 1), (1, 1)]
+        + [(1, 1)] + [(1, 2)] * 3  # 64 channels: stride 2 given up, dilation 2 after its first
+        + [(1, 2)] * 3  # 96 channels, stride 1
+        + [(1, 2)] + [(1, 4)] * 2  # 160 channels: stride 2 given up
+        + [(1, 4)]
+    )
+    assert depthwise == expected
+    for m in dilated.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3):
+            assert m.padding[0] == m.dilation[0]
+
+
+def test_mobilenetv2_rejects_an_unsupported_output_stride() -> None:
+    with pytest.raises(UserError, match=r"mobilenetv2.*output_stride must be one of"):
+        build_model("mobilenetv2", {"depth": 1}, output_stride=4)

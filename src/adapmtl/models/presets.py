@@ -4,7 +4,8 @@
 task; ``tasks`` maps task name -> output channels, in order (e.g. ``{"seg": 40, "normal": 3,
 "depth": 1}``). Overrides: ``width`` (backbone channel multiplier), ``head_channels`` (ASPP hidden
 size), ``rates`` (ASPP dilation rates), ``dropout`` (ASPP dropout), ``upsample`` (outputs at input
-size instead of head resolution), and for the ResNet models ``init_std`` (backbone conv init).
+size instead of head resolution), for the ResNet models ``init_std`` (backbone conv init) and for
+the MobileNetV2 models ``output_stride`` (32, or 16 / 8 with dilated later stages).
 ``lenet_mtl`` (image classification, :mod:`adapmtl.models.lenet`) has an MLP head per task instead
 and its own overrides: ``in_channels``, ``input_size``, ``features``, ``head_hidden``.
 """
@@ -73,9 +74,12 @@ def mobilenetv2(
     rates: Sequence[int] = DEFAULT_RATES,
     dropout: float = DEFAULT_DROPOUT,
     upsample: bool = False,
+    output_stride: int = 32,
 ) -> MultiTaskModel:
-    """MobileNetV2 backbone (output stride 32) with one ASPP head per task."""
-    return _multitask(MobileNetV2(width), tasks, head_channels, rates, dropout, upsample)
+    """MobileNetV2 backbone (output stride 32 as in the paper, or 16 / 8 dilated) with one ASPP
+    head per task."""
+    backbone = MobileNetV2(width, output_stride=output_stride)
+    return _multitask(backbone, tasks, head_channels, rates, dropout, upsample)
 
 
 PRESETS: dict[str, Callable[..., MultiTaskModel]] = {
