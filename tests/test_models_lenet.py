@@ -37,6 +37,23 @@ def test_weight_split_of_the_docstring():
     assert trunk / (trunk + 2 * head) == pytest.approx(0.886, abs=5e-4)
 
 
+def test_batch_norm_adds_no_prunable_weights_and_makes_layers_scale_invariant():
+    plain = build_model("lenet_mtl", {"left": 10, "right": 10})
+    normed = build_model("lenet_mtl", {"left": 10, "right": 10}, batch_norm=True)
+    assert component_counts(normed) == component_counts(plain)
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 3 + 2  # two convs and the trunk's Linear; each head's hidden Linear
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 56)
+    before = normed(x)["left"]
+    with torch.no_grad():
+        for layer in (normed.backbone.layers[0], normed.backbone.layers[4]):
+            layer.weight.mul_(3.0)
+            layer.bias.mul_(3.0)
+    after = normed(x)["left"]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
 def test_input_size_and_bad_sizes():
     model = build_model("lenet_mtl", {"a": 2}, in_channels=3, input_size=(32, 32))
     assert model(torch.zeros(2, 3, 32, 32))["a"].shape == (2, 2)
