@@ -1,5 +1,6 @@
 """File sizes of the dense and bitmask exports, and dense vs sparse-kernel CPU latency, at several
-sparsities, for both backbones (CPU presets and full size). Writes docs/results/inference.md.
+sparsities, for both backbones (CPU presets and full size). Prints a results page; ``--write``
+saves it (``docs/results/inference.md`` holds the measured ones).
 
 Sparse models are made without training, by per-layer magnitude pruning to each target
 (``adapmtl.inference.pruning.magnitude_prune``) of a randomly initialised model; the kernels only
@@ -7,7 +8,8 @@ see where the zeros are, so trained weights at the same per-layer densities time
 
     python benchmarks/inference.py                        # everything (long: full-size models)
     python benchmarks/inference.py --models deeplab_resnet34_cpu --sparsities 0.9 --repeats 3
-    python benchmarks/inference.py --models deeplab_resnet34 --threads 2 --append   # add a section
+    python benchmarks/inference.py --models deeplab_resnet34 --threads 2 \
+        --write docs/results/inference.md --append          # add a section to the page
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 
 from adapmtl.analysis import count_cost
+from adapmtl.atomic import write_text
 from adapmtl.inference import compare_end_to_end, optimize
 from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
 from adapmtl.models import build_model
@@ -37,7 +40,6 @@ INPUT_SIZES = {
     "deeplab_resnet34": (321, 321),
     "mobilenetv2": (321, 321),
 }
-OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "inference.md"
 
 
 @dataclass
@@ -168,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layer-repeats", type=int, default=3)
-    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument("--write", type=Path, help="save the page here (replaces the file)")
     parser.add_argument("--json", help="also write the rows as JSON")
     parser.add_argument(
-        "--append", action="store_true", help="add a section to the output file, keep the rest"
+        "--append", action="store_true", help="with --write: add a section, keep the rest"
     )
     args = parser.parse_args(argv)
+    if args.append and args.write is None:
+        parser.error("--append needs --write PAGE")
     thread_counts = [int(t) for t in args.threads.split(",")]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(INPUT_SIZES))
@@ -191,16 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     load_after = tuple(round(v, 2) for v in os.getloadavg())
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/inference.py " + " ".join(given)
-    output = Path(args.output)
     title = "## Another run" if args.append else "# Sparse export and CPU inference"
     text = write_markdown(rows, command.strip(), conditions(args, load_before, load_after), title)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if args.append and output.exists():
-        text = output.read_text() + "\n" + text
-    output.write_text(text)
+    print(text)
+    if args.write is not None:
+        page = text
+        if args.append and args.write.exists():
+            page = args.write.read_text() + "\n" + text
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.write, page)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
-    print(text)
     return 0
 
 
