@@ -32,7 +32,6 @@ def test_explicit_options_override_the_recipe():
     ("options", "message"),
     [
         ({"recipe": "papr"}, "recipe must be one of"),
-        ({"recipe": "paper", "regrow": True}, "regrow needs threshold 'hard'"),
         ({"threshold": "fuzzy"}, "threshold must be one of"),
     ],
 )

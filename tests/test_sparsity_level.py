@@ -119,6 +119,27 @@ def test_hard_threshold_keeps_survivors_whole_with_the_soft_sub_gradients():
     assert float(theta_soft.grad) == pytest.approx(float(theta.grad), rel=1e-6)
 
 
+@pytest.mark.parametrize("function", [soft_threshold, hard_threshold])
+def test_regrow_gives_every_weight_the_straight_through_gradient(function):
+    weight = torch.tensor([-0.5, -0.05, 0.02, 0.3], requires_grad=True)
+    theta = torch.tensor(theta_from_alpha(0.1), requires_grad=True)
+    plain = function(weight.detach(), theta.detach())
+    out = function(weight, theta, regrow=True)
+    assert out.tolist() == pytest.approx(plain.tolist())  # the forward pass is unchanged
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    out.backward(upstream)
+    assert weight.grad.tolist() == upstream.tolist()  # pruned weights (|W| <= 0.1) included
+    alpha = 0.1
+    assert float(theta.grad) == pytest.approx(
+        -(-1.0 * 1.0 + 1.0 * 4.0) * alpha * (1 - alpha), rel=1e-5
+    )
+
+
+def test_regrow_needs_a_threshold():
+    with pytest.raises(ValueError, match="regrow needs a threshold mode"):
+        sparsify(nn.Linear(2, 2), grouping="global", mode="mask", regrow=True)
+
+
 class Small(nn.Module):
     """A backbone of 2 conv layers and two heads of very different sizes."""
 

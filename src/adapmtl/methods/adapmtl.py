@@ -238,6 +238,4 @@ def resolve_recipe(options: AdapMTL.Options) -> AdapMTL.Options:
     for key, choices in CHOICES.items():
         if filled[key] not in choices:
             raise ValueError(f"{key} must be one of {choices}, got {filled[key]!r}")
-    if filled["regrow"] and filled["threshold"] != "hard":
-        raise ValueError("regrow needs threshold 'hard' (soft thresholds have no pruned gradient)")
     return replace(options, **filled)

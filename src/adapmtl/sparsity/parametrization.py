@@ -4,7 +4,8 @@ A prunable weight ``W`` is replaced, through ``torch.nn.utils.parametrize``, by 
 computed in one of three modes:
 
 * **soft threshold** (paper Eq. 2): ``S(W, a) = sign(W) * relu(|W| - a)``, ``a = sigmoid(theta)``,
-  where ``theta`` is the learnable threshold of the weight's group;
+  where ``theta`` is the learnable threshold of the weight's group; with ``regrow`` (not in the
+  paper) every weight gets the straight-through gradient instead of Eq. 4's, as below;
 * **hard threshold**: ``H(W, a) = W * 1[|W| > a]`` with the same learnable ``a``: the survivors keep
   their full value (no shrinkage by ``a``); theta's gradient is the soft threshold's (Eq. 4-5), used
   as a surrogate. The weights' gradient is the soft threshold's too (pruned weights get none) or,
@@ -64,6 +65,16 @@ def _alpha_gradient(ctx: Any, grad_out: torch.Tensor, signs: torch.Tensor) -> to
     return -torch.dot(grad_out.reshape(-1), signs.reshape(-1)).reshape(ctx.alpha_shape)
 
 
+class _SoftThresholdRegrow(_SoftThreshold):
+    """S(W, a) with the straight-through weight gradient dS/dW = 1 (pruned weights included);
+    theta's gradient stays Eq. 5's."""
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        (out,) = ctx.saved_tensors
+        return grad_out, _alpha_gradient(ctx, grad_out, out.sign())
+
+
 class _HardThreshold(torch.autograd.Function):
     """H(W, a) = W * 1[|W| > a], with the soft threshold's sub-gradients as a surrogate.
 
@@ -85,15 +96,16 @@ class _HardThreshold(torch.autograd.Function):
 class _HardThresholdRegrow(_HardThreshold):
     """H(W, a) with the straight-through weight gradient dH/dW = 1 (pruned weights included)."""
 
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        (out,) = ctx.saved_tensors
-        return grad_out, _alpha_gradient(ctx, grad_out, out.sign())
+    backward = _SoftThresholdRegrow.backward
 
 
-def soft_threshold(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta."""
-    return _SoftThreshold.apply(weight, torch.sigmoid(theta))
+def soft_threshold(
+    weight: torch.Tensor, theta: torch.Tensor, *, regrow: bool = False
+) -> torch.Tensor:
+    """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta; with
+    ``regrow`` the weights get the straight-through gradient instead of Eq. 4's."""
+    function = _SoftThresholdRegrow if regrow else _SoftThreshold
+    return function.apply(weight, torch.sigmoid(theta))
 
 
 def hard_threshold(
@@ -113,7 +125,7 @@ class SparseWeight(nn.Module):
     save the model, and ``copy.deepcopy`` re-points the reference to the copied dictionary.
     ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer; ``hard``
     applies the threshold as a hard mask (:func:`hard_threshold`) instead of Eq. 2, and
-    ``regrow`` gives its pruned weights the straight-through gradient.
+    ``regrow`` gives the pruned weights of either threshold the straight-through gradient.
     """
 
     mask: torch.Tensor
@@ -131,8 +143,6 @@ class SparseWeight(nn.Module):
             raise ValueError("thresholds and group must be given together")
         object.__setattr__(self, "thresholds", thresholds)
         self.group = group
-        if regrow and not hard:
-            raise ValueError("regrow applies to hard thresholds only")
         self.hard = hard
         self.regrow = regrow
         self.register_buffer("mask", torch.ones(0, dtype=torch.bool, device="cpu"))
@@ -154,7 +164,7 @@ class SparseWeight(nn.Module):
         theta = self.thresholds[self.group]
         if self.hard:
             return hard_threshold(weight, theta, regrow=self.regrow)
-        return soft_threshold(weight, theta)
+        return soft_threshold(weight, theta, regrow=self.regrow)
 
     def active(self, weight: torch.Tensor) -> torch.Tensor:
         """Boolean map of the weights that are nonzero in the effective weight (no autograd)."""

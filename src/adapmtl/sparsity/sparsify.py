@@ -135,8 +135,8 @@ def sparsify(
         mode: ``soft`` (learnable thresholds, paper Eq. 2), ``hard`` (the same learnable
             thresholds applied as a hard mask, survivors unshrunk) or ``mask`` (all-ones masks for
             mask-based methods, no thresholds).
-        regrow: with ``mode="hard"``, pruned weights keep receiving the straight-through gradient
-            and come back when they grow above the threshold.
+        regrow: with a threshold mode, pruned weights keep receiving the straight-through
+            gradient and come back when they grow above the threshold.
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
     component or several, and when the model is already sparsified.
@@ -145,8 +145,8 @@ def sparsify(
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if regrow and mode != "hard":
-        raise ValueError(f"regrow needs mode 'hard', got mode {mode!r}")
+    if regrow and mode == "mask":
+        raise ValueError("regrow needs a threshold mode ('soft' or 'hard'), got mode 'mask'")
     if is_sparsified(model):
         raise ValueError("model is already sparsified; bake(model) first to start over")
     if components is None:
