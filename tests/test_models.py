@@ -327,8 +327,12 @@ def test_mobilenet_takes_no_resnet_init_option() -> None:
 
 @pytest.mark.parametrize(
     ("output_stride", "size", "expected"),
-    [(32, (321, 321), (11, 11)), (16, (321, 321), (21, 21)), (8, (321, 321), (41, 41)),
-     (8, (48, 48), (6, 6))],
+    [
+        (32, (321, 321), (11, 11)),
+        (16, (321, 321), (21, 21)),
+        (8, (321, 321), (41, 41)),
+        (8, (48, 48), (6, 6)),
+    ],
 )
 def test_mobilenetv2_output_stride_keeps_larger_maps(
     output_stride: int, size: tuple[int, int], expected: tuple
@@ -354,10 +358,14 @@ def test_mobilenetv2_output_stride_dilates_later_depthwise_convs_without_new_wei
     ]
     # Blocks per stage 1, 2, 3, 4, 3, 3, 1; stride 2 (stem) * 2 * 2 = 8 after the third stage.
     expected = (
-        [(1, 1)] + [(2, 1), (1, 1)] + [(2, 1), (1, 1), (1, 1)]
-        + [(1, 1)] + [(1, 2)] * 3  # 64 channels: stride 2 given up, dilation 2 after its first
+        [(1, 1)]
+        + [(2, 1), (1, 1)]
+        + [(2, 1), (1, 1), (1, 1)]
+        + [(1, 1)]
+        + [(1, 2)] * 3  # 64 channels: stride 2 given up, dilation 2 after its first
         + [(1, 2)] * 3  # 96 channels, stride 1
-        + [(1, 2)] + [(1, 4)] * 2  # 160 channels: stride 2 given up
+        + [(1, 2)]
+        + [(1, 4)] * 2  # 160 channels: stride 2 given up
         + [(1, 4)]
     )
     assert depthwise == expected
