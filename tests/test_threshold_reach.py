@@ -94,6 +94,7 @@ def test_an_unlikely_target_warns_and_a_reachable_one_is_silent(tiny_settings):
         "configs/nyuv2/resnet34_adapmtl.yaml",
         "configs/nyuv2/mobilenetv2_adapmtl.yaml",
         "configs/taskonomy/resnet34_adapmtl.yaml",
+        "configs/taskonomy/mobilenetv2_adapmtl.yaml",
     ],
 )
 def test_the_full_scale_presets_can_reach_their_targets(path):

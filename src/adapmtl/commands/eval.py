@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if reference is not None:
         results["delta_t"] = normalised_score(
             results["metrics"],
-            read_reference(reference, "--reference"),
+            read_reference(reference, "--reference", tasks),
             tasks,
             args.reduce or config.eval.delta_reduce,
         )

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         args.levels,
         fixed=dict(args.fix),
         score=score,
-        reference=read_reference(args.reference, "--reference") if args.reference else None,
+        reference=read_reference(args.reference, "--reference", tasks) if args.reference else None,
         retrain=retrain,
     )
     out = args.out or args.checkpoint.parent / "sensitivity"

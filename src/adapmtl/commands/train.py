@@ -14,7 +14,12 @@ from adapmtl.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default: runs/<config's folder>/<config name>, e.g. "
+        "runs/nyuv2/resnet34_dense for configs/nyuv2/resnet34_dense.yaml)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -22,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-from", type=Path, help="start from another run's checkpoint (weights, thresholds)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def default_run_dir(config: Path) -> Path:
+    """``runs/<folder>/<name>`` for ``<folder>/<name>.yaml``: presets of the same name for
+    different datasets (``configs/nyuv2/resnet34_dense.yaml``, ``configs/taskonomy/...``) get
+    different run directories, which the presets' ``eval.reference`` paths name."""
+    return Path("runs") / config.resolve().parent.name / config.stem
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         if args.config is None:
             raise UserError("give --config FILE, or --out RUN_DIR with --resume")
-        args.out = Path("runs") / args.config.stem
+        args.out = default_run_dir(args.config)
     if args.resume:
         if args.init_from is not None:
             raise UserError("--resume continues a run; --init-from starts a new one: pick one")

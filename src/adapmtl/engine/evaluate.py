@@ -65,10 +65,13 @@ def evaluate(
     }
 
 
-def read_reference(path: str | Path, setting: str | None = None) -> dict[str, dict[str, float]]:
+def read_reference(
+    path: str | Path, setting: str | None = None, tasks: dict[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
     """Dense reference metrics from a JSON file: ``{"metrics": {task: {metric: value}}}`` (a
     ``results.json`` of a dense run) or directly ``{task: {metric: value}}``. ``setting`` names
-    the config key or flag the path came from, for the hint when the file is missing."""
+    the config key or flag the path came from, for the hint when the file is missing; with
+    ``tasks`` the reference must be of that task set (:func:`check_reference_tasks`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(missing_reference(path, setting))
@@ -79,7 +82,29 @@ def read_reference(path: str | Path, setting: str | None = None) -> dict[str, di
     metrics = data.get("metrics", data) if isinstance(data, dict) else None
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
         raise UserError(f"reference file {path}: expected {{task: {{metric: value}}}}")
+    if tasks is not None:
+        check_reference_tasks(metrics, tasks, path)
     return metrics
+
+
+def check_reference_tasks(
+    reference: dict[str, dict[str, float]], tasks: dict[str, Any], path: str | Path
+) -> None:
+    """Refuse a reference of another task set, or one listing metrics the run does not compute
+    (another dataset's dense run, or one scored with another metric set), before any training."""
+    if set(reference) != set(tasks):
+        raise UserError(
+            f"reference file {path} holds the tasks {sorted(reference)}, this run has "
+            f"{sorted(tasks)}: Delta_T needs the dense run of the same dataset and tasks"
+        )
+    for name, task in tasks.items():
+        unknown = [m for m in reference[name] if m not in task.metric_directions]
+        if unknown:
+            raise UserError(
+                f"reference file {path}: task {name!r} lists {unknown}, which this run does not "
+                f"compute (it reports {list(task.metric_directions)}); was the reference scored "
+                "with another metric set (tasks.options)?"
+            )
 
 
 def reference_split(path: str | Path) -> str | None:

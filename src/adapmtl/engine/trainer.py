@@ -312,7 +312,9 @@ class Trainer:
         self.reference = None
         if config.eval.reference:
             reference = config.eval.reference
-            self.reference = self.dist.on_main(lambda: read_reference(reference, "eval.reference"))
+            self.reference = self.dist.on_main(
+                lambda: read_reference(reference, "eval.reference", self.tasks)
+            )
 
         self.train_set = build_dataset(config, config.data.train_split, self.tasks, train=True)
         self.val_set = build_dataset(config, config.data.val_split, self.tasks, train=False)

@@ -15,7 +15,7 @@ Shared conventions (docs/architecture.md, docs/reference_implementations.md):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -74,12 +74,15 @@ class Task(ABC):
     """One prediction task: output channels, loss, metric and what counts as a valid target.
 
     Subclasses set ``name``, ``channels`` and ``metric_directions`` (metric name -> True when a
-    higher value is better, in the order the paper's tables list them).
+    higher value is better, in the order the paper's tables list them): the metrics the task
+    reports and Delta_T scores. Tasks that can compute more metrics than they report by default
+    list them all in ``METRICS`` and take a ``metrics`` option (:func:`select_metrics`).
     """
 
     name: str
     channels: int
-    metric_directions: ClassVar[dict[str, bool]]
+    metric_directions: dict[str, bool]
+    METRICS: ClassVar[dict[str, bool]] = {}
 
     @abstractmethod
     def valid_mask(self, target: Tensor) -> Tensor:
@@ -237,6 +240,27 @@ def batch_weighted(mean: Tensor, batch_size: int) -> dict[str, Tensor]:
 
 
 AVERAGES = ("pooled", "batch")
+
+
+def select_metrics(
+    task: str, available: Mapping[str, bool], chosen: Sequence[str] | None, default: Sequence[str]
+) -> dict[str, bool]:
+    """``metric_directions`` of a task reporting ``chosen`` (``default`` when ``None``) out of
+    ``available`` (metric -> higher is better), in the order of ``available``."""
+    names = list(default if chosen is None else chosen)
+    if isinstance(chosen, str) or not names:
+        raise ValueError(
+            f"task {task!r}: metrics must be a non-empty list of metric names (of "
+            f"{list(available)}), got {chosen!r}"
+        )
+    unknown = [m for m in names if m not in available]
+    if unknown:
+        raise ValueError(
+            f"task {task!r}: unknown metric {unknown[0]!r}; available: {', '.join(available)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"task {task!r}: metrics lists a metric twice: {names}")
+    return {m: higher for m, higher in available.items() if m in names}
 
 
 def check_choice(task: str, option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -16,6 +17,7 @@ from adapmtl.tasks.base import (
     check_choice,
     masked_mean,
     resize_nearest,
+    select_metrics,
 )
 
 DELTA_BASE = 1.25
@@ -32,9 +34,11 @@ class DepthTask(Task):
             gives a negative ratio and so counts as within every threshold.
         average: ``"pooled"`` = abs/rel averaged over all valid pixels of the set; ``"batch"`` =
             the references' per-batch mean weighted by batch size. Deltas are always pooled.
+        metrics: what the task reports (default: all five; the supplement's Taskonomy tables
+            report ``abs_err`` only).
     """
 
-    metric_directions: ClassVar[dict[str, bool]] = {
+    METRICS: ClassVar[dict[str, bool]] = {
         "abs_err": False,
         "rel_err": False,
         "delta1": True,
@@ -49,6 +53,7 @@ class DepthTask(Task):
         eps: float = 1e-6,
         faithful: bool = False,
         average: str = "pooled",
+        metrics: Sequence[str] | None = None,
     ) -> None:
         check_choice(name, "average", average, AVERAGES)
         if valid_threshold < 0 or eps <= 0:
@@ -62,6 +67,7 @@ class DepthTask(Task):
         self.eps = eps
         self.faithful = faithful
         self.average = average
+        self.metric_directions = select_metrics(name, self.METRICS, metrics, list(self.METRICS))
 
     def valid_mask(self, target: Tensor) -> Tensor:
         return target[:, 0] > self.valid_threshold
@@ -124,10 +130,11 @@ class DepthMetric(Metric):
         else:
             abs_err, rel_err = (state["batch_sum"] / state["batch_samples"].double()).tolist()
         delta = (100.0 * state["within"].double() / n).tolist()
-        return {
+        values = {
             "abs_err": abs_err,
             "rel_err": rel_err,
             "delta1": delta[0],
             "delta2": delta[1],
             "delta3": delta[2],
         }
+        return {m: values[m] for m in self.task.metric_directions}

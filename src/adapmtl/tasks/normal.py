@@ -1,17 +1,27 @@
 """Surface normals: 1 - cosine loss on L2-normalised vectors; angle-error metrics in degrees
-(paper Section 4.1.2; docs/reference_implementations.md, losses and metrics)."""
+(paper Section 4.1.2) and the mean cosine similarity of the supplement's Taskonomy tables
+(docs/reference_implementations.md, losses and metrics)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adapmtl.tasks.base import Metric, Task, masked_mean, resize_nearest
+from adapmtl.tasks.base import Metric, Task, masked_mean, resize_nearest, select_metrics
 
 WITHIN_DEGREES = (11.25, 22.5, 30.0)
+
+
+def cosine(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel cosine (float64, clipped to [-1, 1]) between ``[B, 3, H, W]`` vectors after L2
+    normalisation. A zero prediction normalises to the zero vector: cosine 0."""
+    p = F.normalize(pred.double(), dim=1)
+    g = F.normalize(target.double(), dim=1)
+    return (p * g).sum(dim=1).clamp(-1.0, 1.0)
 
 
 def angle_degrees(pred: Tensor, target: Tensor) -> Tensor:
@@ -19,10 +29,7 @@ def angle_degrees(pred: Tensor, target: Tensor) -> Tensor:
 
     A zero prediction normalises to the zero vector and so counts as 90 degrees off.
     """
-    p = F.normalize(pred.double(), dim=1)
-    g = F.normalize(target.double(), dim=1)
-    cos = (p * g).sum(dim=1).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.arccos(cos))
+    return torch.rad2deg(torch.arccos(cosine(pred, target)))
 
 
 class NormalTask(Task):
@@ -31,18 +38,26 @@ class NormalTask(Task):
     Loss: 1 - mean cosine between the L2-normalised prediction and target over valid pixels (the
     paper's "negative cosine" shifted by 1 so the loss stays positive, which the adaptive
     weighting's relative loss change needs). ``median_bin`` is the histogram resolution (degrees)
-    of the median; see :class:`NormalMetric`.
+    of the median; see :class:`NormalMetric`. ``metrics``: what the task reports, out of the five
+    angle metrics (the default) and ``cosine``, the mean cosine similarity over valid pixels
+    (higher is better; the supplement's Taskonomy tables).
     """
 
-    metric_directions: ClassVar[dict[str, bool]] = {
+    METRICS: ClassVar[dict[str, bool]] = {
         "angle_mean": False,
         "angle_median": False,
         "within_11.25": True,
         "within_22.5": True,
         "within_30": True,
+        "cosine": True,
     }
 
-    def __init__(self, name: str = "normal", median_bin: float = 0.01) -> None:
+    def __init__(
+        self,
+        name: str = "normal",
+        median_bin: float = 0.01,
+        metrics: Sequence[str] | None = None,
+    ) -> None:
         if not 0.0 < median_bin <= 1.0:
             raise ValueError(
                 f"task {name!r}: median_bin must be in (0, 1] degrees, got {median_bin}"
@@ -50,6 +65,9 @@ class NormalTask(Task):
         self.name = name
         self.channels = 3
         self.median_bin = median_bin
+        self.metric_directions = select_metrics(
+            name, self.METRICS, metrics, [m for m in self.METRICS if m != "cosine"]
+        )
 
     def valid_mask(self, target: Tensor) -> Tensor:
         return (target != 0).any(dim=1)
@@ -70,11 +88,11 @@ class NormalTask(Task):
 class NormalMetric(Metric):
     """Angle statistics over all valid pixels of the set.
 
-    Mean and the within-threshold percentages are exact (sum of angles, exact counts of
-    angle <= 11.25, 22.5, 30 degrees as the references count). The median comes from a histogram
-    of ``task.median_bin``-degree bins over [0, 180] (18,000 bins at the default 0.01 degree):
-    each middle order statistic is reported at its bin centre, so the median is within half a bin
-    (0.005 degree by default) of the exact value.
+    Mean, the within-threshold percentages and the mean cosine are exact (sums of angles and
+    cosines, exact counts of angle <= 11.25, 22.5, 30 degrees as the references count). The
+    median comes from a histogram of ``task.median_bin``-degree bins over [0, 180] (18,000 bins
+    at the default 0.01 degree): each middle order statistic is reported at its bin centre, so
+    the median is within half a bin (0.005 degree by default) of the exact value.
     """
 
     task: NormalTask
@@ -87,6 +105,7 @@ class NormalMetric(Metric):
         return {
             "histogram": torch.zeros(self.bins, dtype=torch.int64, device="cpu"),
             "angle_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "cos_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
             "count": torch.zeros((), dtype=torch.int64, device="cpu"),
             "within": torch.zeros(len(WITHIN_DEGREES), dtype=torch.int64, device="cpu"),
         }
@@ -95,12 +114,14 @@ class NormalMetric(Metric):
         self.task.check(pred, target)
         with torch.no_grad():
             pred = resize_nearest(pred, target.shape[-2:])
-            angles = angle_degrees(pred, target)[self.task.valid_mask(target)]
+            cos = cosine(pred, target)[self.task.valid_mask(target)]
+            angles = torch.rad2deg(torch.arccos(cos))
             index = (angles / self.task.median_bin).long().clamp(max=self.bins - 1)
             thresholds = torch.tensor(WITHIN_DEGREES, dtype=angles.dtype, device=angles.device)
             self.add(
                 histogram=torch.bincount(index, minlength=self.bins),
                 angle_sum=angles.sum(),
+                cos_sum=cos.sum(),
                 count=torch.tensor(angles.numel(), device=angles.device),
                 within=(angles[:, None] <= thresholds).sum(dim=0),
             )
@@ -115,10 +136,12 @@ class NormalMetric(Metric):
         bins = torch.searchsorted(cumulative, middle, right=True)
         median = float(((bins.double() + 0.5) * self.task.median_bin).mean())
         within = (100.0 * state["within"].double() / n).tolist()
-        return {
+        values = {
             "angle_mean": float(state["angle_sum"]) / n,
             "angle_median": median,
             "within_11.25": within[0],
             "within_22.5": within[1],
             "within_30": within[2],
+            "cosine": float(state["cos_sum"]) / n,
         }
+        return {m: values[m] for m in self.task.metric_directions}

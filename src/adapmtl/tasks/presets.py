@@ -9,6 +9,12 @@ e.g. ``{"seg": {"miou": "official"}, "depth": {"valid_threshold": 3e-5}}``.
 ``conventions="reference"`` switches every task of the set to the reference implementations'
 conventions at once (official mIoU, per-batch averaging, the depth quirk and, for NYUv2, the 3e-5
 depth threshold); explicit ``options`` still win.
+
+Taskonomy's ``metric_set`` picks what its tasks report (and so what Delta_T scores): ``"paper"``
+(the default), the supplement's Taskonomy tables: segmentation cross-entropy, normal cosine
+similarity, depth absolute error, keypoint and edge error; ``"full"``: mIoU and pixel accuracy,
+the five angle metrics, abs / rel / delta depth metrics, keypoint and edge error (the NYUv2
+metrics, as DiSparse reports Taskonomy).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ TASK_TYPES.register("classification")(ClassificationTask)
 
 CONVENTIONS = ("standard", "reference")
 _REFERENCE_OPTIONS: dict[Callable[..., Task], dict[str, Any]] = {
-    SegmentationTask: {"miou": "official", "pixel_acc": "batch"},
+    SegmentationTask: {"miou": "official", "pixel_acc": "batch", "ce": "batch"},
     DepthTask: {"faithful": True, "average": "batch"},
     HeatmapTask: {"average": "batch"},
 }
@@ -106,17 +112,38 @@ def nyuv2(
     return _dense_set("nyuv2", specs, conventions, options)
 
 
+TASKONOMY_METRIC_SETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "seg": {"metrics": ["ce"]},
+        "normal": {"metrics": ["cosine"]},
+        "depth": {"metrics": ["abs_err"]},
+    },
+    "full": {"seg": {}, "normal": {}, "depth": {}},
+}
+
+
 @TASK_SETS.register("taskonomy")
-def taskonomy(conventions: str = "standard", options: Options | None = None) -> TaskSet:
+def taskonomy(
+    conventions: str = "standard", options: Options | None = None, metric_set: str = "paper"
+) -> TaskSet:
     """Tiny-Taskonomy's five tasks: segmentation (17 classes), normals, depth, keypoints, edges.
 
-    Class weights for the segmentation loss (the prior factor file) go in
+    ``metric_set``: ``"paper"`` (segmentation cross-entropy, normal cosine similarity, depth
+    absolute error, keypoint and edge error: the supplement's Taskonomy tables) or ``"full"``
+    (the NYUv2-style metrics; see the module docstring). Class weights for the segmentation loss
+    and its cross-entropy metric (the prior factor file) go in
     ``options={"seg": {"class_weights": ...}}``.
     """
+    if metric_set not in TASKONOMY_METRIC_SETS:
+        raise ValueError(
+            f"task set 'taskonomy': metric_set must be one of {list(TASKONOMY_METRIC_SETS)}, "
+            f"got {metric_set!r}"
+        )
+    chosen = TASKONOMY_METRIC_SETS[metric_set]
     specs = [
-        ("seg", SegmentationTask, {"num_classes": 17}),
-        ("normal", NormalTask, {}),
-        ("depth", DepthTask, {}),
+        ("seg", SegmentationTask, {"num_classes": 17, **chosen["seg"]}),
+        ("normal", NormalTask, chosen["normal"]),
+        ("depth", DepthTask, chosen["depth"]),
         ("keypoint", HeatmapTask, {}),
         ("edge", HeatmapTask, {}),
     ]
