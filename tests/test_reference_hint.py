@@ -25,7 +25,7 @@ def test_train_elsewhere_names_the_missing_reference_and_the_fix(tmp_path, monke
 
 
 def test_eval_names_its_flag(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
+    from adapmtl.tasks.score import load_reference as read_reference
 
     missing = tmp_path / "dense" / "results.json"
     with pytest.raises(UserError) as info:
@@ -37,7 +37,7 @@ def test_eval_names_its_flag(tmp_path):
 
 
 def test_a_present_reference_still_reads(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
+    from adapmtl.tasks.score import load_reference as read_reference
 
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"metrics": {"seg": {"miou": 0.5}}}))
