@@ -16,15 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapmtl.analysis.compare import (
-    Aggregate,
-    Suite,
-    aggregate,
-    collect,
-    load_suite,
-    plan,
-    run_status,
-)
+from adapmtl.analysis.compare import Aggregate, aggregate, collect
+from adapmtl.analysis.suite import Suite, load_suite, plan, run_status
 from adapmtl.analysis.tables import fmt_stat
 
 

@@ -374,10 +374,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "keep-count-floor",
-        "methods/masking.py",
+        "sparsity/topk.py",
         "keep_count truncates instead of rounding",
-        "return round((1.0 - target) * total)",
-        "return int((1.0 - target) * total)",
+        "return round((1.0 - sparsity) * total)",
+        "return int((1.0 - sparsity) * total)",
         (*METHOD_TESTS, *DISPARSE_TESTS),
     ),
     Mutant(
@@ -506,6 +506,12 @@ TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         *DEPTH_TESTS,
     ),
     "methods/masking.py": (*METHOD_TESTS, *DISPARSE_TESTS),
+    "sparsity/topk.py": (
+        *METHOD_TESTS,
+        *DISPARSE_TESTS,
+        "tests/test_inference_loading.py",
+        "tests/test_sensitivity.py",
+    ),
     "methods/disparse.py": (*DISPARSE_TESTS, "tests/test_methods_options.py"),
     "methods/snip.py": METHOD_TESTS,
     "methods/lth.py": METHOD_TESTS,
@@ -521,9 +527,9 @@ EQUIVALENT = {
     "is None only for group None), so `and` and `or` select the same layers",
     "tasks.base:49:78": "the default ignore label is used only by classification, which rejects "
     "negative labels before the loss, so -100 and -101 never occur",
-    "methods.masking:76:36": "topk with sorted=True returns the same index set, and only the set "
+    "sparsity.topk:33:36": "topk with sorted=True returns the same index set, and only the set "
     "is used",
-    "methods.masking:145:32": "a one-element all-true mask broadcasts: W * [True] = W, the same "
+    "methods.masking:117:32": "a one-element all-true mask broadcasts: W * [True] = W, the same "
     "dense weight as the empty (unmasked) mask gives",
 }
 SWAPS = {

@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
+from adapmtl.build import build_run_model, build_run_tasks
 from adapmtl.config import from_dict
-from adapmtl.engine.build import build_model, build_tasks
 from adapmtl.engine.trainer import NonFiniteLossError, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
 def head_ratio(model: str) -> tuple[int, int]:
     """(backbone, heads) prunable weights of ``model`` as built for the grid."""
     config = from_dict(config_for(Cell("main", "recommended", model, 1, 0.5), 1))
-    net = build_model(config, build_tasks(config))
+    net = build_run_model(config, build_run_tasks(config))
     counts = {"backbone": 0, "heads": 0}
     for name, module in net.named_modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):

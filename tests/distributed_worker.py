@@ -19,8 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from adapmtl.build import build_run_dataset as build_dataset
+from adapmtl.build import build_run_method
+from adapmtl.build import build_run_model as build_model
+from adapmtl.build import build_run_tasks as build_tasks
 from adapmtl.config import from_dict, load_config
-from adapmtl.engine.build import build_dataset, build_model, build_run_method, build_tasks
 from adapmtl.engine.distributed import Distributed, MainRankError, ParallelModel, session
 from adapmtl.engine.evaluate import evaluate
 from adapmtl.engine.sampling import ShardedEvalSampler

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from adapmtl.analysis import tables
-from adapmtl.analysis.compare import Row, aggregate, load_suite, merge_run, plan
+from adapmtl.analysis.compare import Row, aggregate
+from adapmtl.analysis.suite import load_suite, merge_run, plan
 from adapmtl.errors import UserError
 
 BASE = {

@@ -175,7 +175,8 @@ def test_interrupted_suite_resumes_to_the_uninterrupted_results(finished, tmp_pa
 
 
 def test_a_changed_suite_does_not_reuse_finished_runs(finished, tmp_path):
-    from adapmtl.analysis.compare import load_suite, run_suite
+    from adapmtl.analysis.suite import load_suite
+    from adapmtl.engine.suite_runner import run_suite
 
     _, out = finished
     changed = write_suite(tmp_path / "changed.yaml", RUNS)

@@ -44,7 +44,7 @@ SUITES = sorted((Path(__file__).parents[1] / "configs" / "suites").glob("*.yaml"
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
 def test_suite_loads_and_plans_every_run_and_seed(path, tmp_path):
-    from adapmtl.analysis.compare import load_suite, plan
+    from adapmtl.analysis.suite import load_suite, plan
 
     suite = load_suite(path, [])
     planned = plan(suite, tmp_path)

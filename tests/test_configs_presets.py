@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapmtl.analysis.compare import load_suite, plan
+from adapmtl.analysis.suite import load_suite, plan
+from adapmtl.build import build_run_model as build_model
+from adapmtl.build import build_run_tasks as build_tasks
 from adapmtl.commands.train import default_run_dir
 from adapmtl.config import load_config
-from adapmtl.engine.build import build_model, build_tasks
 from adapmtl.tasks import metric_directions
 from adapmtl.weighting import param_ratio
 

@@ -30,8 +30,8 @@ import pytest
 import torch
 import yaml
 
+from adapmtl.checkpoint import load_checkpoint
 from adapmtl.config import apply_overrides, from_dict
-from adapmtl.engine.checkpoint import load_checkpoint
 from adapmtl.engine.trainer import Trainer
 
 pytestmark = pytest.mark.slow

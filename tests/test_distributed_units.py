@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from adapmtl.engine.checkpoint import describe_mismatch, remove_partial_writes
+from adapmtl.checkpoint import describe_mismatch, remove_partial_writes
 from adapmtl.engine.distributed import Distributed, from_environment, structure
 from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError
 from adapmtl.engine.sampling import ShardedEvalSampler
-from adapmtl.engine.trainer import truncate_log
 from adapmtl.errors import UserError
+from adapmtl.rundir import truncate_log
 from adapmtl.sparsity import freeze_masks, sparsify
 
 

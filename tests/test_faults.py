@@ -24,10 +24,10 @@ import pytest
 import torch
 import yaml
 
+from adapmtl import checkpoint as checkpoint_module
+from adapmtl.checkpoint import load_checkpoint, save_checkpoint
 from adapmtl.cli import main
 from adapmtl.config import from_dict
-from adapmtl.engine import checkpoint as checkpoint_module
-from adapmtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from adapmtl.engine.interrupt import StopRequest, catch
 from adapmtl.engine.trainer import NonFiniteLossError, Trainer
 from adapmtl.errors import UserError

@@ -135,8 +135,8 @@ def test_eval_refuses_a_reference_from_another_split(run, tmp_path, capsys):
 
 def test_report_cost_uses_the_run_input_size(run, capsys):
     from adapmtl.analysis import count_cost
-    from adapmtl.engine.checkpoint import load_checkpoint
-    from adapmtl.engine.trainer import model_from_checkpoint
+    from adapmtl.checkpoint import load_checkpoint
+    from adapmtl.loading import model_from_checkpoint
 
     cost = _json(["report", str(run / "last.pt"), "--cost", "--json"], capsys)
     model, _, _ = model_from_checkpoint(load_checkpoint(run / "last.pt"))

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 import adapmtl.sparsity.controller as controller_module
 from adapmtl.config import from_dict
 from adapmtl.engine.distributed import Distributed
+from adapmtl.engine.loaders import to_device as _to_device
 from adapmtl.engine.syncs import SyncCounter
-from adapmtl.engine.trainer import Trainer, _to_device
+from adapmtl.engine.trainer import Trainer
 from adapmtl.sparsity import report
 from adapmtl.sparsity.report import overall_sparsity, overall_sparsity_tensor
 from adapmtl.tasks.base import cross_entropy_mean

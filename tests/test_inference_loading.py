@@ -6,15 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from adapmtl.checkpoint import load_baked as load_weights
 from adapmtl.cli import main
+from adapmtl.commands.common import parse_size
 from adapmtl.errors import UserError
-from adapmtl.inference.loading import (
-    load_weights,
-    parse_size,
-    parse_tasks,
-    read_state_dict,
-)
 from adapmtl.inference.pruning import magnitude_prune
+from adapmtl.loading import parse_tasks, read_state_dict
 from adapmtl.sparsity import dense_state_dict, set_masks, sparse_layers, sparsify
 from adapmtl.sparsity.export import load_exported
 

@@ -16,11 +16,12 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
+from adapmtl.checkpoint import load_checkpoint
 from adapmtl.commands.train import result_warnings
 from adapmtl.config import from_dict
-from adapmtl.engine.checkpoint import load_checkpoint
 from adapmtl.engine.interrupt import TrainingInterruptedError
-from adapmtl.engine.trainer import Trainer, model_from_checkpoint
+from adapmtl.engine.trainer import Trainer
+from adapmtl.loading import model_from_checkpoint
 from adapmtl.methods import METHODS
 
 pytestmark = pytest.mark.slow

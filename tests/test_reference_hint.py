@@ -27,7 +27,7 @@ def test_train_elsewhere_names_the_missing_reference_and_the_fix(tmp_path, monke
 
 
 def test_eval_names_its_flag(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
+    from adapmtl.tasks.score import load_reference as read_reference
 
     missing = tmp_path / "dense" / "results.json"
     with pytest.raises(UserError) as info:
@@ -39,7 +39,7 @@ def test_eval_names_its_flag(tmp_path):
 
 
 def test_a_present_reference_still_reads(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
+    from adapmtl.tasks.score import load_reference as read_reference
 
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"metrics": {"seg": {"miou": 0.5}}}))
@@ -78,8 +78,8 @@ def test_a_reference_of_another_task_set_is_refused_before_training(tiny_setting
 
 
 def test_a_reference_scored_with_other_metrics_is_refused(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
     from adapmtl.tasks import task_set
+    from adapmtl.tasks.score import load_reference as read_reference
 
     # a Taskonomy dense run scored with metric_set full, read by a run with the paper's metrics
     path = _reference(tmp_path / "full.json", SCENES)
@@ -92,8 +92,8 @@ def test_a_reference_scored_with_other_metrics_is_refused(tmp_path):
 
 
 def test_a_reference_of_the_same_task_set_reads(tmp_path):
-    from adapmtl.engine.evaluate import read_reference
     from adapmtl.tasks import task_set
+    from adapmtl.tasks.score import load_reference as read_reference
 
     path = _reference(tmp_path / "same.json", SCENES)
     assert read_reference(path, "eval.reference", task_set("scenes")) == SCENES

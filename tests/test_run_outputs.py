@@ -16,11 +16,12 @@ import yaml
 
 from adapmtl import atomic
 from adapmtl.analysis import plots
-from adapmtl.analysis.compare import Row, aggregate, load_suite, suite_markdown
+from adapmtl.analysis.compare import Row, aggregate, suite_markdown
+from adapmtl.analysis.suite import load_suite
 from adapmtl.analysis.tables import aggregate_csv, per_seed_csv, results_table, spread_table
+from adapmtl.checkpoint import load_checkpoint
 from adapmtl.cli import main
 from adapmtl.config import from_dict
-from adapmtl.engine.checkpoint import load_checkpoint
 from adapmtl.engine.trainer import Trainer
 from adapmtl.errors import UserError
 
@@ -121,7 +122,7 @@ def test_resume_restores_the_results_of_a_run_stopped_before_writing_them(tiny_s
 
 
 def test_a_suite_run_finished_at_fewer_iterations_is_continued_not_refused(tiny_settings, tmp_path):
-    from adapmtl.analysis.compare import plan, run_status
+    from adapmtl.analysis.suite import plan, run_status
 
     suite = tmp_path / "suite.yaml"
     tiny_settings["train"]["iterations"] = 12

@@ -8,8 +8,10 @@ import warnings
 import pytest
 import torch
 
+from adapmtl.build import build_run_method
+from adapmtl.build import build_run_model as build_model
+from adapmtl.build import build_run_tasks as build_tasks
 from adapmtl.config import from_dict, load_config
-from adapmtl.engine.build import build_model, build_run_method, build_tasks
 from adapmtl.engine.reach import (
     ThresholdReachWarning,
     check_threshold_reach,

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+from adapmtl.checkpoint import load_checkpoint
 from adapmtl.cli import main
 from adapmtl.config import from_dict
-from adapmtl.engine.checkpoint import load_checkpoint
 from adapmtl.engine.trainer import Trainer
 
 pytestmark = pytest.mark.slow

@@ -6,14 +6,8 @@ Unknown or misspelled keys, wrong types and out-of-range values are errors
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
-import functools
-import inspect
-import os
-import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +15,23 @@ from typing import Any, Literal
 import yaml
 
 from adapmtl.errors import UserError
+from adapmtl.options import MAPPINGS, ConfigError, build_dataclass, check_options, coerce
 from adapmtl.registry import closest
+from adapmtl.structured import read_structured, yaml_problem
 
-
-class ConfigError(UserError):
-    """A config error about one dotted key, so that the caller can say where that key was set
-    (the file or a ``--set``)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "build_dataclass",
+    "check_options",
+    "from_dict",
+    "load_config",
+    "merge",
+    "read_with_base",
+    "read_yaml",
+    "without_length",
+]
 
 
 @dataclass
@@ -80,9 +81,11 @@ class MethodConfig:
 
 @dataclass
 class WeightingConfig:
-    name: Literal["adaptive", "equal"] = "adaptive"
+    name: str = "adaptive"
+    """Registered weighting (``adapmtl.weighting.WEIGHTINGS``): ``adaptive`` or ``equal``."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Options of ``AdaptiveWeighting`` (mode, window, warmup, lam, deviation, use_param_ratio)."""
+    """Options of the weighting (adaptive: mode, window, warmup, lam, deviation,
+    use_param_ratio)."""
 
 
 @dataclass
@@ -140,135 +143,6 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-_SEQUENCES = (list, tuple, collections.abc.Sequence)
-_MAPPINGS = (dict, collections.abc.Mapping)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the type hint ``tp`` (lists for tuples and sequences; strings for
-    paths). Raises :class:`ConfigError` naming ``key``, or ``TypeError`` for a hint this does
-    not understand."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(
-            key,
-            errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}",
-        )
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(key, f"{key}: expected one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in _SEQUENCES:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"{key}: expected a list, got {value!r}")
-        items = typing.get_args(tp)
-        if origin is tuple and items and items[-1] is not Ellipsis:
-            if len(value) != len(items):
-                raise ConfigError(key, f"{key}: expected {len(items)} values, got {value!r}")
-        else:
-            items = items[:1] * len(value) if items else (Any,) * len(value)
-        return [
-            _coerce(v, item, f"{key}[{i}]")
-            for i, (v, item) in enumerate(zip(value, items, strict=True))
-        ]
-    if origin in _MAPPINGS or tp in _MAPPINGS:
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp in (str, Path, os.PathLike):
-        if not isinstance(value, str):
-            raise ConfigError(key, f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {key}")
-
-
-def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(prefix, f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(dotted, f"unknown config key {dotted!r}{closest(str(key), names)}")
-        kwargs[key] = _coerce(value, hints[key], dotted)
-    return cls(**kwargs)
-
-
-def check_options(
-    factory: Callable[..., Any],
-    options: dict[str, Any],
-    prefix: str,
-    skip: tuple[str, ...] = (),
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Check ``options`` (the config mapping at ``prefix``) against the keyword parameters of
-    ``factory``: each name must be a parameter (a typo gets a "did you mean"), each value must fit
-    the parameter's type hint. ``skip`` are parameters the config does not set; ``extra`` are
-    further accepted options with their types."""
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    if inspect.isclass(target):
-        target = target.__init__
-    parameters = inspect.signature(factory).parameters
-    accepted = [
-        name
-        for name, p in parameters.items()
-        if name not in skip and name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    try:
-        hints = {**typing.get_type_hints(target), **(extra or {})}
-    except (NameError, TypeError):  # hints naming types only imported for type checking
-        hints = dict(extra or {})
-    accepted += [name for name in extra or {} if name not in accepted]
-    for name, value in options.items():
-        dotted = f"{prefix}.{name}"
-        if name not in accepted:
-            raise ConfigError(
-                dotted,
-                f"unknown option {dotted!r}{closest(str(name), accepted)}; "
-                f"valid: {', '.join(accepted) or 'none'}",
-            )
-        try:
-            _coerce(value, hints.get(name, Any), dotted)
-        except TypeError:
-            continue  # a hint that is not a config type (e.g. a callable): the factory checks
 
 
 def validate(config: Config) -> Config:
@@ -452,40 +326,28 @@ def _check_method(config: Config) -> None:
 
 
 def _check_weighting(config: Config, tasks: list[str]) -> None:
-    from adapmtl.weighting import AdaptiveWeighting
+    from adapmtl.weighting import WEIGHTINGS
 
+    try:
+        cls: Any = WEIGHTINGS.get(config.weighting.name)
+    except KeyError as err:
+        raise ConfigError("weighting.name", f"weighting.name: {err.args[0]}") from None
     options = dict(config.weighting.options)
-    if config.weighting.name == "equal":
-        if options:
-            raise ConfigError(
-                "weighting.options",
-                f"weighting.options: equal weighting takes no options, got {sorted(options)}",
-            )
-        return
     check_options(
-        AdaptiveWeighting,
+        cls,
         options,
         "weighting.options",
-        skip=("tasks", "param_ratio"),
-        extra={"use_param_ratio": bool},
+        skip=("tasks", *cls.MODEL_DERIVED),
+        extra=cls.CONFIG_ONLY,
     )
-    options.pop("use_param_ratio", None)
     try:
-        AdaptiveWeighting(tasks, **options)
+        cls(tasks, **{k: v for k, v in options.items() if k not in cls.CONFIG_ONLY})
     except ValueError as err:
         raise _option_error("weighting.options", err, list(options)) from None
 
 
 def from_dict(data: dict[str, Any]) -> Config:
     return validate(build_dataclass(Config, data, ""))
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML error on one line: what went wrong and where (PyYAML's own text spans lines)."""
-    mark = getattr(err, "problem_mark", None)
-    parts = [getattr(err, "context", None), getattr(err, "problem", None)]
-    text = ", ".join(part for part in parts if part) or " ".join(str(err).split())
-    return f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -519,10 +381,10 @@ def check_override(text: str) -> tuple[list[str], Any]:
             continue
         if not rest:
             try:
-                _coerce(value, tp, dotted)
+                coerce(value, tp, dotted)
             except ConfigError as err:
                 raise UserError(f"--set {text}: {err}") from None
-        elif typing.get_origin(tp) not in _MAPPINGS:
+        elif typing.get_origin(tp) not in MAPPINGS:
             raise UserError(f"--set {text}: {dotted!r} is not a mapping")
         break
     return path, value
@@ -544,18 +406,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path}: expected a mapping at the top level")
-    return data
+    """A config file's mapping (an empty file is ``{}``)."""
+    return read_structured(path, "config file")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -564,7 +416,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     A config may name a base config with ``base: other.yaml`` (relative to itself); its keys are
     merged under the file's own."""
     overrides = overrides or []
-    data = _read_with_base(Path(path)) if path is not None else {}
+    data = read_with_base(Path(path)) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
         return from_dict(data)
@@ -586,17 +438,20 @@ def _source(key: str, overrides: list[str], path: str | Path | None) -> str:
     return f"{path}: " if path is not None else ""
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` key by key (nested mappings recursively); inputs unchanged."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``base:`` chain merged under it (each base relative to the file
+    naming it)."""
     if path.resolve() in seen:
         raise UserError(f"config file {path}: 'base' chain loops back to itself")
     data = read_yaml(path)
@@ -605,4 +460,10 @@ def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise UserError(f"config file {path}: 'base' must be a file name, got {base!r}")
-    return _merge(_read_with_base(path.parent / base, (*seen, path.resolve())), data)
+    return merge(read_with_base(path.parent / base, (*seen, path.resolve())), data)
+
+
+def without_length(config: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping without ``train.iterations``, the one setting a resumed run may change."""
+    train = {k: v for k, v in (config.get("train") or {}).items() if k != "iterations"}
+    return {**config, "train": train}

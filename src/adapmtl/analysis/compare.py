@@ -1,362 +1,26 @@
-"""Method comparisons on one training loop (paper Tables 1-3, 5 and Figure 4): a *suite* is a
-base config, a list of runs that override it (method and anything else), seeds and optional
-target sparsities. :func:`run_suite` trains every run with the trainer, the dense run of each seed
-first (its final metrics are the Delta_T reference of that seed's other runs), skipping finished
-runs and resuming interrupted ones; :func:`collect` and :func:`aggregate` turn the run directories
-into per-seed rows and mean/spread rows; :func:`write_outputs` writes the tables and plots.
-
-Suite file (YAML)::
-
-    name: scenes-cpu-90
-    config: {...}              # the base run config (keys of a run config), or
-    base: ../scenes/cpu.yaml   # a run config file (relative to the suite), merged under ``config``
-    seeds: [0, 1, 2]
-    targets: [0.9]             # optional: every pruning run at each target (Figure 4 sweeps)
-    runs:
-      - name: dense            # exactly one run with method dense: the Delta_T reference
-        method: {name: dense, target: null}
-        config: {weighting: {name: equal}}
-      - name: lth
-        label: LTH
-        method: {name: lth, options: {dense_checkpoint: "{dense}/last.pt"}}
-
-``{dense}`` in a string value is replaced by the same seed's dense run directory. A run's
-``method`` and ``config`` are merged into the base config key by key, except that a section whose
-``name`` the run changes (e.g. ``weighting: {name: equal}``) does not inherit the base's options
-for that section (``options``, ``train_options``, ``val_options``): they belong to the old name.
+"""The results of a comparison suite (:mod:`adapmtl.analysis.suite`): :func:`collect` and
+:func:`aggregate` turn the finished run directories into per-seed rows (Delta_T against the same
+seed's dense run) and mean/spread rows; :func:`write_outputs` writes the tables, CSVs,
+``summary.json`` and plots.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from adapmtl.analysis.suite import Suite, percent, plan, run_status
 from adapmtl.atomic import write_text
-from adapmtl.config import Config, _merge, _read_with_base, apply_overrides, from_dict
-from adapmtl.engine.target import miss_text, on_target, result_target
+from adapmtl.build import build_run_tasks
 from adapmtl.errors import UserError
-
-DENSE = "dense"
-SUITE_KEYS = ("name", "description", "base", "config", "seeds", "targets", "runs")
-RUN_KEYS = ("name", "label", "method", "config")
-
-
-@dataclass
-class SuiteRun:
-    """One entry of ``runs``: ``method`` and ``config`` override the suite's base config."""
-
-    name: str
-    label: str
-    method: dict[str, Any]
-    config: dict[str, Any]
+from adapmtl.sparsity.target import miss_text, on_target
+from adapmtl.structured import read_structured
+from adapmtl.tasks.score import normalised_score
 
 
-@dataclass
-class Suite:
-    name: str
-    path: Path
-    base: dict[str, Any]
-    seeds: list[int]
-    runs: list[SuiteRun]
-    targets: list[float] | None = None
-    description: str = ""
-    overrides: list[str] = field(default_factory=list)
-    """The ``--set`` overrides applied to ``base`` (the description predates them)."""
-
-    @property
-    def dense(self) -> SuiteRun:
-        return next(run for run in self.runs if run.method.get("name") == DENSE)
-
-
-@dataclass
-class PlannedRun:
-    """One training run of the suite: a run entry at one seed (and target)."""
-
-    run: SuiteRun
-    seed: int
-    target: float | None
-    run_id: str
-    label: str
-    run_dir: Path
-    config: Config
-
-    @property
-    def is_dense(self) -> bool:
-        return self.run.method.get("name") == DENSE
-
-
-def _fail(path: Path, message: str) -> UserError:
-    return UserError(f"suite {path}: {message}")
-
-
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Read and check a suite file; ``overrides`` (``dotted.key=value``) apply to the base config
-    of every run. Every run's config is validated here, before anything trains."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"suite file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"suite file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise _fail(path, "expected a mapping with 'runs', 'seeds' and 'config' or 'base'")
-    unknown = sorted(set(data) - set(SUITE_KEYS))
-    if unknown:
-        raise _fail(path, f"unknown key {unknown[0]!r}; valid: {', '.join(SUITE_KEYS)}")
-    base: dict[str, Any] = {}
-    if data.get("base") is not None:
-        if not isinstance(data["base"], str):
-            raise _fail(path, f"'base' must be a config file name, got {data['base']!r}")
-        base = _read_with_base(path.parent / data["base"])
-    config = data.get("config") or {}
-    if not isinstance(config, dict):
-        raise _fail(path, f"'config' must be a mapping, got {config!r}")
-    base = apply_overrides(_merge(base, config), overrides or [])
-    seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds):
-        raise _fail(path, f"'seeds' must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise _fail(path, f"'seeds' has duplicates: {seeds}")
-    targets = data.get("targets")
-    if targets is not None and (
-        not isinstance(targets, list)
-        or not targets
-        or not all(isinstance(t, (int, float)) and 0 < t < 1 for t in targets)
-    ):
-        raise _fail(path, f"'targets' must be a list of sparsities in (0, 1), got {targets!r}")
-    runs = [_parse_run(path, i, entry) for i, entry in enumerate(data.get("runs") or [])]
-    if not runs:
-        raise _fail(path, "'runs' must list at least one run")
-    names = [run.name for run in runs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise _fail(path, f"run name {duplicates[0]!r} is used twice")
-    dense = [run.name for run in runs if run.method.get("name") == DENSE]
-    if len(dense) != 1:
-        raise _fail(
-            path,
-            f"exactly one run must use method 'dense' (the Delta_T reference); found {dense}",
-        )
-    suite = Suite(
-        name=str(data.get("name") or path.stem),
-        path=path,
-        base=base,
-        seeds=[int(s) for s in seeds],
-        runs=runs,
-        targets=None if targets is None else [float(t) for t in targets],
-        description=str(data.get("description") or ""),
-        overrides=list(overrides or []),
-    )
-    plan(suite, Path("suite-check"))  # validates every run's config now
-    return suite
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_run(path: Path, index: int, entry: Any) -> SuiteRun:
-    where = f"runs[{index}]"
-    if not isinstance(entry, dict):
-        raise _fail(path, f"{where}: expected a mapping with 'name' and 'method', got {entry!r}")
-    unknown = sorted(set(entry) - set(RUN_KEYS))
-    if unknown:
-        raise _fail(path, f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(RUN_KEYS)}")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name or "/" in name or "@" in name:
-        raise _fail(path, f"{where}: 'name' must be a non-empty string without '/' or '@'")
-    method = entry.get("method")
-    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
-        raise _fail(path, f"{where} ({name}): 'method' must be a mapping with a 'name'")
-    config = entry.get("config") or {}
-    if not isinstance(config, dict):
-        raise _fail(path, f"{where} ({name}): 'config' must be a mapping")
-    return SuiteRun(name, str(entry.get("label") or name), dict(method), dict(config))
-
-
-def _substitute(value: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        for key, replacement in mapping.items():
-            value = value.replace("{" + key + "}", replacement)
-        return value
-    if isinstance(value, dict):
-        return {k: _substitute(v, mapping) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, mapping) for v in value]
-    return value
-
-
-OPTION_KEYS = ("options", "train_options", "val_options")
-
-
-def merge_run(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge a run's overrides into the base config (see the module docstring); the inputs are
-    not modified."""
-    base, overrides = copy.deepcopy(base), copy.deepcopy(overrides)
-    for section, value in overrides.items():
-        current = base.get(section)
-        if (
-            isinstance(value, dict)
-            and isinstance(current, dict)
-            and "name" in value
-            and value["name"] != current.get("name")
-        ):
-            base[section] = {k: v for k, v in current.items() if k not in OPTION_KEYS}
-    return _merge(base, overrides)
-
-
-def _percent(target: float) -> str:
-    return f"{100 * target:.2f}".rstrip("0").rstrip(".")
-
-
-def plan(suite: Suite, out: Path) -> list[PlannedRun]:
-    """Every run of the suite, in training order: per seed, the dense run first."""
-    planned = []
-    out = Path(out)
-    for seed in suite.seeds:
-        seed_dir = out / f"seed{seed}"
-        dense_dir = seed_dir / suite.dense.name
-        ordered = [suite.dense] + [run for run in suite.runs if run is not suite.dense]
-        for run in ordered:
-            dense_method = run.method.get("name") == DENSE
-            if dense_method or suite.targets is None or "target" in run.method:
-                targets: list[float | None] = [None]
-            else:
-                targets = list(suite.targets)
-            for target in targets:
-                run_id = run.name
-                label = run.label
-                if target is not None and len(suite.targets or []) > 1:
-                    run_id = f"{run.name}@{_percent(target)}"
-                    label = f"{run.label} @{_percent(target)}%"
-                settings = merge_run(suite.base, {**run.config, "method": run.method})
-                if target is not None:
-                    settings["method"]["target"] = target
-                settings = _merge(settings, {"train": {"seed": seed}})
-                settings = _substitute(settings, {"dense": str(dense_dir.resolve())})
-                try:
-                    config = from_dict(settings)
-                except UserError as err:
-                    raise _fail(suite.path, f"run {run.name!r}: {err}") from None
-                _check_method_options(suite.path, run.name, config)
-                planned.append(
-                    PlannedRun(run, seed, target, run_id, label, seed_dir / run_id, config)
-                )
-    return planned
-
-
-def _check_method_options(path: Path, name: str, config: Config) -> None:
-    from adapmtl.engine.build import build_run_method
-
-    try:
-        build_run_method(config)
-    except UserError as err:
-        raise _fail(path, f"run {name!r}: {err}") from None
-
-
-# --------------------------------------------------------------------------- running
-def run_status(planned: PlannedRun) -> str:
-    """``done`` (results.json of the last iteration, written with this config), ``partial`` (a
-    checkpoint to resume, or a finished run to continue because ``train.iterations`` was raised)
-    or ``todo``. A finished run made with another config is an error, never overwritten."""
-    from adapmtl.engine.trainer import config_without_length
-
-    results = planned.run_dir / "results.json"
-    last = planned.run_dir / "last.pt"
-    if results.is_file():
-        saved = planned.run_dir / "config.yaml"
-        theirs = yaml.safe_load(saved.read_text()) if saved.is_file() else None
-        ours = planned.config.to_dict()
-        longer = (
-            isinstance(theirs, dict)
-            and config_without_length(theirs) == config_without_length(ours)
-            and (theirs.get("train") or {}).get("iterations", 0) < ours["train"]["iterations"]
-        )
-        if longer and last.is_file():
-            return "partial"
-        if theirs != ours:
-            sections = sorted(k for k in ours if (theirs or {}).get(k) != ours[k])
-            raise UserError(
-                f"{planned.run_dir} holds a finished run made with a different config "
-                f"(sections {sections}); delete it or compare into another --out directory"
-            )
-        if _final_results(results, planned.config.train.iterations):
-            return "done"
-    return "partial" if last.is_file() else "todo"
-
-
-def _final_results(path: Path, iterations: int) -> bool:
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (
-        isinstance(results, dict)
-        and results.get("iteration") == iterations
-        and "metrics" in results
-    )
-
-
-def run_suite(
-    suite: Suite,
-    out: Path,
-    *,
-    log: Callable[[str], None] = print,
-    verbose: bool = False,
-) -> list[PlannedRun]:
-    """Train every run of the suite that has not finished; returns the plan."""
-    from adapmtl.engine.evaluate import normalised_score
-    from adapmtl.engine.trainer import Trainer
-
-    planned = plan(suite, out)
-    statuses = [run_status(p) for p in planned]  # refuse stale runs before training anything
-    for index, (p, status) in enumerate(zip(planned, statuses, strict=True), start=1):
-        where = f"[{index}/{len(planned)}] seed {p.seed} {p.run_id}"
-        if status == "done":
-            log(f"{where}: finished earlier, skipped")
-            continue
-        started = time.perf_counter()
-        log(f"{where}: {'resuming' if status == 'partial' else 'training'} -> {p.run_dir}")
-        trainer = Trainer(
-            p.config,
-            p.run_dir,
-            resume=status == "partial",
-            overwrite=status == "todo",
-            verbose=verbose,
-        )
-        results = trainer.fit()
-        minutes = (time.perf_counter() - started) / 60
-        summary = f"{where}: done in {minutes:.1f} min"
-        dense_results = p.run_dir.parent / suite.dense.name / "results.json"
-        if not p.is_dense and "metrics" in results and dense_results.is_file():
-            reference = json.loads(dense_results.read_text()).get("metrics", {})
-            try:
-                score = normalised_score(
-                    results["metrics"], reference, trainer.tasks, p.config.eval.delta_reduce
-                )
-                summary += f", ΔT {score['overall']:+.2f}"
-            except UserError as err:
-                summary += f", ΔT undefined ({err})"
-        if "sparsity" in results:
-            summary += f", sparsity {100 * results['sparsity']['overall']['sparsity']:.2f}%"
-        target, sparsity = result_target(results)
-        if not on_target(target, sparsity):
-            assert target is not None
-            summary += f"; OFF TARGET: {miss_text(target, sparsity)}"
-        log(summary)
-    return planned
-
-
-# ------------------------------------------------------------------------ collecting
 @dataclass
 class Row:
     """Results of one run (one seed), Delta_T against the same seed's dense run."""
@@ -381,17 +45,14 @@ class Row:
 
 def collect(suite: Suite, out: Path) -> tuple[list[Row], list[str]]:
     """Rows of every finished run, and the task names (in table order)."""
-    from adapmtl.engine.build import build_tasks
-    from adapmtl.engine.evaluate import normalised_score
-
     planned = plan(suite, out)
-    tasks = build_tasks(planned[0].config)
+    tasks = build_run_tasks(planned[0].config)
     rows = []
     dense_metrics: dict[int, dict[str, dict[str, float]]] = {}
     for p in planned:
         if run_status(p) != "done":
             raise UserError(f"{p.run_dir} has not finished; run the suite first")
-        results = json.loads((p.run_dir / "results.json").read_text())
+        results = read_structured(p.run_dir / "results.json", "results file")
         if "metrics" not in results:
             raise UserError(
                 f"{p.run_dir / 'results.json'} holds no metrics (the run ended before its last "
@@ -606,7 +267,7 @@ def settings_text(suite: Suite) -> str:
         f"{' / '.join(str(n) for n in iterations)} iterations, batch {config.data.batch_size}"
     )
     if targets:
-        text += f", target sparsity {' / '.join(f'{_percent(t)} %' for t in targets)}"
+        text += f", target sparsity {' / '.join(f'{percent(t)} %' for t in targets)}"
     return text + (
         f", seeds {suite.seeds}. ΔT ({config.eval.delta_reduce} form) of each run against the "
         "dense run of the same seed; sparsity in %."

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapmtl.sparsity.sparsify import PRUNABLE_TYPES, THRESHOLDS_ATTR, _matches, default_components
+from adapmtl.sparsity import PRUNABLE_TYPES, THRESHOLDS_ATTR, default_components, path_matches
 
 OTHER = "other"
 
@@ -123,7 +123,7 @@ def _si(value: int) -> str:
 
 def _component_of(path: str, patterns: Mapping[str, Sequence[str]]) -> str:
     for name, pats in patterns.items():
-        if any(_matches(path, p) for p in pats):
+        if any(path_matches(path, p) for p in pats):
             return name
     return OTHER
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from adapmtl.analysis.tables import OFF_TARGET, flagged, off_target_note
 from adapmtl.atomic import atomic_write
-from adapmtl.engine.target import result_target
 from adapmtl.errors import UserError
+from adapmtl.sparsity.target import result_target
+from adapmtl.structured import read_structured
 
 
 def _pyplot() -> Any:
@@ -89,7 +90,7 @@ def _run_target(run_dir: Path) -> tuple[float, str | None] | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    results = json.loads(path.read_text())
+    results = read_structured(path, "results file")
     target, _ = result_target(results)
     return None if target is None else (target, off_target_note(results))
 

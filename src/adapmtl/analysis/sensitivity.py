@@ -30,6 +30,7 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
+from adapmtl.sparsity.topk import keep_count, top_k_masks
 
 HEADS = "heads"
 
@@ -59,17 +60,11 @@ def prune_component(model: nn.Module, component: str, level: float) -> None:
     (one top-k over its layers); weights already zero stay zero, so a level below the
     component's current sparsity leaves it unchanged."""
     paths = set(component_layers(model, component))
-    layers = [(path, module, p) for path, module, p in sparse_layers(model) if path in paths]
-    scores = [module.weight.detach().abs().flatten() for _, module, _ in layers]
-    flat = torch.cat(scores)
-    keep = round((1.0 - level) * flat.numel())
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    chosen[torch.topk(flat, keep, sorted=False).indices] = True
-    masks, start = {}, 0
-    for (path, module, _), score in zip(layers, scores, strict=True):
-        weight = module.parametrizations.weight.original
-        masks[path] = chosen[start : start + score.numel()].view_as(weight) & (module.weight != 0)
-        start += score.numel()
+    layers = {path: module for path, module, _ in sparse_layers(model) if path in paths}
+    scores = {path: module.weight.detach().abs() for path, module in layers.items()}
+    total = sum(score.numel() for score in scores.values())
+    chosen = top_k_masks(scores, keep_count(total, level))
+    masks = {path: chosen[path] & (module.weight != 0) for path, module in layers.items()}
     set_masks(model, masks)
 
 

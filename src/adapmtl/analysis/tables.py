@@ -8,7 +8,7 @@ import csv
 import io
 from typing import Any
 
-from adapmtl.engine.target import miss_text, on_target, result_target
+from adapmtl.sparsity.target import miss_text, on_target, result_target
 
 OFF_TARGET = "⚠"
 """Marks the label of a row whose run missed its target sparsity (explained under the table)."""

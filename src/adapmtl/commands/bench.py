@@ -6,7 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from adapmtl.commands.common import add_weights_arguments, model_from_weights_arguments
+from adapmtl.commands.common import (
+    add_weights_arguments,
+    model_from_weights_arguments,
+    parse_size,
+)
 from adapmtl.errors import UserError
 from adapmtl.inference.optimize import KERNELS
 
@@ -34,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adapmtl.inference import compare_end_to_end, numba_available, optimize
-    from adapmtl.inference.loading import parse_size
     from adapmtl.inference.pruning import calibrate_batchnorm
 
     if args.weights is None and args.prune is None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from adapmtl.config import Config, load_config
 from adapmtl.errors import UserError
@@ -14,7 +14,7 @@ from adapmtl.errors import UserError
 if TYPE_CHECKING:
     from torch import nn
 
-    from adapmtl.inference.loading import ModelSpec
+    from adapmtl.loading import ModelSpec, Trained
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -66,14 +66,8 @@ def model_from_weights_arguments(args: argparse.Namespace) -> tuple[nn.Module, M
     """The model named by :func:`add_weights_arguments`: built as the weights file records it
     (``--model`` / ``--tasks`` override), loaded (random when there is no file) and
     magnitude-pruned to ``--prune`` when given; with the spec it was built from."""
-    from adapmtl.inference.loading import (
-        DEFAULT_TASKS,
-        ModelSpec,
-        load_model,
-        model_for_file,
-        parse_tasks,
-    )
     from adapmtl.inference.pruning import magnitude_prune
+    from adapmtl.loading import DEFAULT_TASKS, ModelSpec, load_model, model_for_file, parse_tasks
 
     tasks = parse_tasks(args.tasks) if args.tasks else None
     if args.weights is not None:
@@ -103,36 +97,20 @@ def resolve_checkpoint(path: Path) -> Path:
     raise UserError(f"{path} is a directory without best.pt or last.pt: not a run directory")
 
 
-@dataclass
-class Trained:
-    """A trained model read for ``eval`` / ``report``: from a checkpoint or an export."""
-
-    model: nn.Module
-    path: Path
-    config: Config | None
-    """The run config (``None`` for an export of a bare state dict)."""
-    tasks: dict[str, Any] | None
-    iteration: int | None
-    exported: bool
-
-
 def load_trained(path: Path) -> Trained:
     """The model of a checkpoint, a run directory (:func:`resolve_checkpoint`) or an
     ``adapmtl export`` file, with the run config and tasks the file records."""
-    from adapmtl.config import from_dict
-    from adapmtl.engine.build import build_tasks
+    from adapmtl import loading
 
-    path = resolve_checkpoint(path)
-    if path.suffix == ".safetensors":
-        from adapmtl.inference.loading import model_for_file
+    return loading.load_trained(resolve_checkpoint(path))
 
-        model, spec = model_for_file(path)
-        config = from_dict(spec.config) if spec.config is not None else None
-        tasks = build_tasks(config) if config is not None else None
-        return Trained(model, path, config, tasks, spec.iteration, exported=True)
-    from adapmtl.engine.checkpoint import load_checkpoint
-    from adapmtl.engine.trainer import model_from_checkpoint
 
-    state = load_checkpoint(path)
-    model, config, tasks = model_from_checkpoint(state, path)
-    return Trained(model, path, config, tasks, state["iteration"], exported=False)
+def parse_size(text: str, option: str = "--input-size", minimum: int = 1) -> tuple[int, int]:
+    """``"HxW"`` (e.g. ``64x64``, ``288x384``) or ``"N"`` (square) -> ``(H, W)``, each at least
+    ``minimum``; ``option`` names the flag in the error."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match or min(int(match[1]), int(match[2] or match[1])) < minimum:
+        raise UserError(
+            f"{option} must be HxW with integers >= {minimum} (e.g. 64x64), got {text!r}"
+        )
+    return int(match[1]), int(match[2] or match[1])

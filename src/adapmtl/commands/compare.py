@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapmtl.analysis.compare import load_suite, plan, run_status, run_suite, write_outputs
+    from adapmtl.analysis.compare import write_outputs
+    from adapmtl.analysis.suite import load_suite, plan, run_status
+    from adapmtl.engine.suite_runner import run_suite
     from adapmtl.errors import UserError
 
     suite = load_suite(args.suite, args.overrides)

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-from adapmtl.errors import UserError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' (e.g. '64x64', '288x384') -> (H, W)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 2:
-        raise UserError(f"--size must be HxW with integers >= 2 (e.g. 64x64), got {text!r}")
-    return int(match[1]), int(match[2])
+from adapmtl.commands.common import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from adapmtl.data.writer import write_scenes
 
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size", minimum=2)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

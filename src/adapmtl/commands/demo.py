@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.analysis.tables import results_table
     from adapmtl.atomic import write_text
     from adapmtl.commands.train import result_warnings
-    from adapmtl.engine.evaluate import normalised_score
     from adapmtl.engine.trainer import Trainer
+    from adapmtl.tasks.score import normalised_score
 
     started = time.perf_counter()
     rows = []

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_reference_split(reference: Path, split: str, val_split: str) -> None:
     """Delta_T compares metrics on one split with a reference measured on the same split:
     refuse a known mismatch, and say so when the reference does not record its split."""
-    from adapmtl.engine.evaluate import reference_split
     from adapmtl.errors import UserError
+    from adapmtl.tasks.score import reference_split
 
     measured = reference_split(reference)
     if measured is not None and measured != split:
@@ -52,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from adapmtl.analysis.tables import results_table
+    from adapmtl.build import build_run_dataset
     from adapmtl.commands.common import load_trained
-    from adapmtl.engine.build import build_dataset, resolve_device
-    from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
+    from adapmtl.engine.distributed import resolve_device
+    from adapmtl.engine.evaluate import evaluate
     from adapmtl.errors import UserError
     from adapmtl.sparsity import is_sparsified, report
+    from adapmtl.tasks.score import load_reference, normalised_score
 
     trained = load_trained(args.checkpoint)
     config, tasks = trained.config, trained.tasks
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     reference = args.reference or config.eval.reference
     if reference is not None:
         check_reference_split(Path(reference), split, config.data.val_split)
-    dataset = build_dataset(config, split, tasks, train=False)
+    dataset = build_run_dataset(config, split, tasks, train=False)
     loader = DataLoader(dataset, batch_size=config.data.eval_batch_size)
     results = evaluate(model, tasks, loader, device)
     results["iteration"] = trained.iteration
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if reference is not None:
         results["delta_t"] = normalised_score(
             results["metrics"],
-            read_reference(reference, "--reference", tasks),
+            load_reference(reference, "--reference", tasks),
             tasks,
             args.reduce or config.eval.delta_reduce,
         )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapmtl.commands.common import CHECKPOINT_HELP
+from adapmtl.commands.common import CHECKPOINT_HELP, parse_size
 
 DEFAULT_COST_SIZE = (321, 321)
 
@@ -26,18 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input HxW for --cost (default: the run's evaluation input size, else "
         f"{DEFAULT_COST_SIZE[0]}x{DEFAULT_COST_SIZE[1]})",
     )
-
-
-def _size(text: str) -> tuple[int, int]:
-    from adapmtl.errors import UserError
-
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--input-size: expected HxW such as 321x321, got {text!r}") from None
-    if height < 1 or width < 1:
-        raise UserError(f"--input-size: expected positive sizes, got {text!r}")
-    return height, width
 
 
 def run_input_size(config: Any) -> tuple[int, int] | None:
@@ -67,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from adapmtl.analysis import count_cost
 
         if args.input_size is not None:
-            size = _size(args.input_size)
+            size = parse_size(args.input_size)
         else:
             size = (run_input_size(config) if config is not None else None) or DEFAULT_COST_SIZE
             print(f"input size {size[0]}x{size[1]}", file=sys.stderr)

@@ -76,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
 
     from adapmtl.analysis.sensitivity import finetune, points_csv, points_table, sweep
     from adapmtl.atomic import write_text
-    from adapmtl.engine.build import build_dataset, resolve_device
-    from adapmtl.engine.checkpoint import load_checkpoint
-    from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
-    from adapmtl.engine.trainer import model_from_checkpoint
+    from adapmtl.build import build_run_dataset
+    from adapmtl.checkpoint import load_checkpoint
+    from adapmtl.engine.distributed import resolve_device
+    from adapmtl.engine.evaluate import evaluate
     from adapmtl.errors import UserError
+    from adapmtl.loading import model_from_checkpoint
+    from adapmtl.tasks.score import load_reference, normalised_score
 
     if args.finetune < 0:
         raise UserError(f"--finetune: expected >= 0 iterations, got {args.finetune}")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     model, config, tasks = model_from_checkpoint(state, args.checkpoint)
     device = resolve_device(args.device, "--device")
     model.to(device)
-    dataset = build_dataset(config, args.split or config.data.val_split, tasks, train=False)
+    dataset = build_run_dataset(config, args.split or config.data.val_split, tasks, train=False)
     loader = DataLoader(dataset, batch_size=config.data.eval_batch_size)
 
     def metrics_of(candidate: torch.nn.Module) -> dict:
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     retrain = None
     if args.finetune:
-        train_set = build_dataset(config, config.data.train_split, tasks, train=True)
+        train_set = build_run_dataset(config, config.data.train_split, tasks, train=True)
         generator = torch.Generator().manual_seed(config.train.seed)
 
         def batches():
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         args.levels,
         fixed=dict(args.fix),
         score=score,
-        reference=read_reference(args.reference, "--reference", tasks) if args.reference else None,
+        reference=load_reference(args.reference, "--reference", tasks) if args.reference else None,
         retrain=retrain,
     )
     out = args.out or args.checkpoint.parent / "sensitivity"

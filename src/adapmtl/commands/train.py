@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
     """What a user must know about a finished run: a missed target sparsity, no best.pt."""
-    from adapmtl.engine.target import miss_text, on_target, result_target
+    from adapmtl.sparsity.target import miss_text, on_target, result_target
 
     target, sparsity = result_target(results)
     warnings = []

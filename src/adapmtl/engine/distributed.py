@@ -134,8 +134,6 @@ class Distributed:
     def device(self, spec: str) -> torch.device:
         """The device of this process for ``train.device``: under torchrun ``auto``/``cuda``
         mean ``cuda:LOCAL_RANK`` (one GPU per process)."""
-        from adapmtl.engine.build import resolve_device
-
         if not self.enabled:
             return resolve_device(spec)
         if spec.startswith("cuda:"):
@@ -153,6 +151,21 @@ class Distributed:
                 "per node (--nproc_per_node)"
             )
         return torch.device("cuda", self.local_rank)
+
+
+def resolve_device(spec: str, setting: str = "train.device") -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU. ``setting`` (the config
+    key or flag ``spec`` came from) names it in errors."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec != "cpu" and spec != "cuda" and not spec.startswith("cuda:"):
+        raise UserError(f"{setting}: expected auto, cpu, cuda or cuda:N, got {spec!r}")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{setting}: {spec!r} requested but CUDA is not available here")
+    try:
+        return torch.device(spec)
+    except RuntimeError as err:
+        raise UserError(f"{setting}: {spec!r} is not a device ({err})") from None
 
 
 def _collective_device() -> torch.device:

@@ -10,6 +10,10 @@ Under torchrun every process runs this trainer on its slice of each global batch
 (docs/distributed.md); only rank 0 writes files. Faults (docs/reliability.md): checkpoints are
 atomic, SIGINT/SIGTERM stop after the current step with a checkpoint, a non-finite loss stops
 the run (or skips the step) and is never saved.
+
+This module is the loop; the run directory is :mod:`adapmtl.rundir`, what a checkpoint holds
+:mod:`adapmtl.engine.state`, the loaders :mod:`adapmtl.engine.loaders` and the step's health
+:mod:`adapmtl.engine.health`.
 """
 
 from __future__ import annotations
@@ -17,173 +21,57 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from adapmtl import __version__
 from adapmtl.atomic import write_text
-from adapmtl.config import Config, from_dict
-from adapmtl.engine.build import (
-    build_dataset,
-    build_model,
+from adapmtl.build import (
+    build_run_dataset,
     build_run_method,
+    build_run_model,
+    build_run_tasks,
     build_run_weighting,
-    build_tasks,
 )
-from adapmtl.engine.checkpoint import (
+from adapmtl.checkpoint import (
     check_free_space,
     estimated_size,
     load_checkpoint,
-    load_weights,
+    load_model_state,
     remove_partial_writes,
     save_checkpoint,
 )
+from adapmtl.config import Config
 from adapmtl.engine.distributed import Distributed, ParallelModel
-from adapmtl.engine.evaluate import evaluate, normalised_score, read_reference
+from adapmtl.engine.evaluate import evaluate
+from adapmtl.engine.health import NonFiniteLossError, StepHealth
 from adapmtl.engine.interrupt import (
-    STOP_SIGNALS,
     StopRequest,
     TrainingInterruptedError,
     catch,
 )
+from adapmtl.engine.loaders import RunLoaders, to_device
 from adapmtl.engine.logging import RunLogger
 from adapmtl.engine.reach import check_threshold_reach
-from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, ShardedEvalSampler
-from adapmtl.engine.target import target_fields
+from adapmtl.engine.state import (
+    check_resumable,
+    checkpoint_state,
+    init_from_run,
+    rank_seed,
+    restore_rng,
+    rng_state,
+)
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
+from adapmtl.rundir import final_results, prepare_run_dir, truncate_log, write_run_files
 from adapmtl.sparsity import is_sparsified, overall_sparsity, report
-
-RUN_FILES = ("config.yaml", "meta.json", "log.jsonl", "results.json", "last.pt", "best.pt")
-
-
-class NonFiniteLossError(UserError):
-    """A task loss (or, after a step, a weight) became NaN or Inf."""
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, space_needed: int = 0) -> None:
-    """Refuse to mix runs: an existing run directory needs ``resume`` or ``overwrite``. A new
-    run also needs ``space_needed`` bytes (checked before anything is created)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"output directory {run_dir} is a file, not a directory")
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
-        check_writable(run_dir)
-        return
-    if existing and not overwrite:
-        raise UserError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
-            "it or --overwrite to replace it"
-        )
-    reclaimed = sum((run_dir / name).stat().st_size for name in existing) if overwrite else 0
-    existing_ancestor = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-    check_free_space(existing_ancestor, space_needed - reclaimed)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create output directory {run_dir}: {err}") from None
-    check_writable(run_dir)
-    if overwrite:
-        for name in existing:
-            (run_dir / name).unlink()
-        remove_partial_writes(run_dir)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
-
-
-def check_writable(run_dir: Path) -> None:
-    probe = run_dir / ".write-test"
-    try:
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"output directory {run_dir} is not writable: {err}") from None
-
-
-def truncate_log(path: Path, iteration: int) -> None:
-    """Keep the complete records of ``log.jsonl`` up to ``iteration`` (a resumed run re-runs
-    the steps after its checkpoint; a killed run may have left half a line)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("iteration", 0) <= iteration:
-            kept.append(line + "\n")
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
-
-
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _rank_seed(seed: int, rank: int, iteration: int) -> int:
-    return (seed * 1_000_003 + rank * 7_919 + iteration) % 2**63
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    images, targets = batch
-    return images.to(device), {name: t.to(device) for name, t in targets.items()}
-
-
-def model_from_checkpoint(
-    state: dict[str, Any], source: str | Path = "checkpoint"
-) -> tuple[torch.nn.Module, Config, Any]:
-    """Rebuild the model of a checkpoint from the config it holds and load its weights.
-    Returns (model, config, tasks); ``source`` (the file) names it in error messages."""
-    if not isinstance(state.get("config"), dict):
-        raise UserError(f"{source}: the checkpoint holds no run config")
-    try:
-        config = from_dict(state["config"])
-    except UserError as err:
-        raise UserError(
-            f"{source}: the config stored in the checkpoint is invalid: {err}"
-        ) from None
-    tasks = build_tasks(config)
-    model = build_model(config, tasks)
-    method = build_run_method(config)
-    method.prepare(model)
-    mismatch = load_weights(model, state["model"])
-    if mismatch is not None:
-        raise UserError(
-            f"{source}: its weights do not fit the model its config describes "
-            f"({config.model.name!r}, tasks {', '.join(tasks)}): {mismatch}"
-        )
-    return model, config, tasks
-
-
-def config_without_length(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without ``train.iterations``, the one setting a resumed run may change."""
-    train = {k: v for k, v in (config.get("train") or {}).items() if k != "iterations"}
-    return {**config, "train": train}
+from adapmtl.sparsity.target import target_fields
+from adapmtl.tasks.score import load_reference, normalised_score
 
 
 def _validation_text(results: dict[str, Any]) -> str:
@@ -196,57 +84,6 @@ def _validation_text(results: dict[str, Any]) -> str:
     if "delta_t" in results:
         parts.append(f"ΔT {results['delta_t']['overall']:+.2f} %")
     return ", ".join(parts)
-
-
-@dataclass
-class StepHealth:
-    """What a training step reads from the device, in one transfer: the mean task losses, the
-    stop requests per signal, per task how many processes' targets it rejects, the largest
-    |gradient|, and on logging steps the task weights and the weighted total."""
-
-    losses: list[float]
-    stops: list[float]
-    problems: list[float]
-    gradient_bound: float
-    weights: list[float] | None = None
-    total: float | None = None
-
-    @classmethod
-    def read(
-        cls,
-        trainer: Trainer,
-        mean: torch.Tensor,
-        counts: torch.Tensor,
-        gradient_bound: torch.Tensor,
-        weights: torch.Tensor | None,
-    ) -> StepHealth:
-        parts = [mean.double(), counts, gradient_bound.double()[None]]
-        if weights is not None:
-            parts += [weights.double(), (weights * mean).sum().double()[None]]
-        values = trainer.read(torch.cat(parts))
-        tasks, stops = len(mean), len(STOP_SIGNALS)
-        health = cls(
-            losses=values[:tasks],
-            stops=values[tasks : tasks + stops],
-            problems=values[tasks + stops : 2 * tasks + stops],
-            gradient_bound=values[2 * tasks + stops],
-        )
-        if weights is not None:
-            health.weights, health.total = values[2 * tasks + stops + 1 : -1], values[-1]
-        return health
-
-    @property
-    def losses_finite(self) -> bool:
-        return all(math.isfinite(loss) for loss in self.losses)
-
-    def scalars(self, tasks: list[str]) -> dict[str, float]:
-        """The step's log scalars ({} on steps that do not log)."""
-        if self.weights is None or self.total is None:
-            return {}
-        scalars = {f"loss/{n}": v for n, v in zip(tasks, self.losses, strict=True)}
-        scalars.update({f"weight/{n}": w for n, w in zip(tasks, self.weights, strict=True)})
-        scalars["loss/total"] = self.total
-        return scalars
 
 
 class Trainer:
@@ -292,20 +129,20 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
 
-        self.tasks = build_tasks(config)
-        self.model = build_model(config, self.tasks)
+        self.tasks = build_run_tasks(config)
+        self.model = build_run_model(config, self.tasks)
         self.method = build_run_method(config)
         init_state = None
         if init_from is not None:
             init_state = self.dist.on_main(lambda: load_checkpoint(init_from))
         self.method.prepare(self.model)
         if init_state is not None:
-            self._init_from(init_state, Path(init_from))
+            init_from_run(self.model, init_state, Path(init_from))
         if self.method.level_from_threshold_travel:
             check_threshold_reach(config, self.model)
         self.model.to(self.device)
         if self.dist.rank > 0:  # identical weights, but dropout of its own on every process
-            torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank, 0))
+            torch.manual_seed(rank_seed(config.train.seed, self.dist.rank, 0))
         self.parallel = ParallelModel(self.model, self.dist, self.device)
         self.weighting = build_run_weighting(config, self.tasks, self.model)
         self.optimizer, self.scheduler = self._build_optimizer()
@@ -313,11 +150,12 @@ class Trainer:
         if config.eval.reference:
             reference = config.eval.reference
             self.reference = self.dist.on_main(
-                lambda: read_reference(reference, "eval.reference", self.tasks)
+                lambda: load_reference(reference, "eval.reference", self.tasks)
             )
 
-        self.train_set = build_dataset(config, config.data.train_split, self.tasks, train=True)
-        self.val_set = build_dataset(config, config.data.val_split, self.tasks, train=False)
+        self.train_set = build_run_dataset(config, config.data.train_split, self.tasks, train=True)
+        self.val_set = build_run_dataset(config, config.data.val_split, self.tasks, train=False)
+        self.loaders = RunLoaders(self.train_set, self.val_set, config, self.dist, self.device)
         self.iteration = 0
         self.skipped_steps = 0
         self.best: dict[str, Any] | None = None
@@ -345,7 +183,7 @@ class Trainer:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             iterations=config.train.iterations,
-            batches=self._scoring_batches,
+            batches=self.loaders.scoring_batches,
             task_losses=self._task_losses,
             reset_optimizer=self._reset_optimizer,
             device=self.device,
@@ -358,16 +196,9 @@ class Trainer:
     def _finished_results(self) -> dict[str, Any] | None:
         """results.json when the checkpoint is at ``train.iterations`` and results.json
         describes that iteration, else None."""
-        path = self.run_dir / "results.json"
-        if self.iteration < self.config.train.iterations or not path.is_file():
+        if self.iteration < self.config.train.iterations:
             return None
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if not isinstance(results, dict) or results.get("iteration") != self.iteration:
-            return None
-        return results if "metrics" in results else None
+        return final_results(self.run_dir, self.iteration)
 
     def _prepare_resumed_dir(self) -> None:
         remove_partial_writes(self.run_dir)
@@ -381,7 +212,13 @@ class Trainer:
     def _prepare_new_dir(self, overwrite: bool) -> None:
         space = self._checkpoint_size() * 3  # last.pt, best.pt and one temporary copy
         prepare_run_dir(self.run_dir, resume=False, overwrite=overwrite, space_needed=space)
-        self._write_run_files()
+        write_run_files(
+            self.run_dir,
+            self.config.to_yaml(),
+            seed=self.config.train.seed,
+            device=str(self.device),
+            world_size=self.dist.world_size,
+        )
 
     def _checkpoint_size(self) -> int:
         """Model state plus Adam's two moments per trainable weight."""
@@ -406,83 +243,10 @@ class Trainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.context.optimizer, self.context.scheduler = self.optimizer, self.scheduler
 
-    def _init_from(self, state: dict[str, Any], path: Path) -> None:
-        from adapmtl.sparsity import dense_state_dict, load_dense_state_dict, thresholds
-
-        source, _, _ = model_from_checkpoint(state, path)
-        plain = dense_state_dict(source) if is_sparsified(source) else source.state_dict()
-        try:
-            if is_sparsified(self.model):
-                load_dense_state_dict(self.model, plain)
-            else:
-                self.model.load_state_dict(plain)
-        except (ValueError, RuntimeError) as err:
-            raise UserError(f"--init-from {path}: {err}") from None
-        with torch.no_grad():
-            for key, theta in thresholds(source).items():
-                if key in thresholds(self.model):
-                    thresholds(self.model)[key].copy_(theta)
-
-    def _write_run_files(self) -> None:
-        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        meta = {
-            "adapmtl": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "git": _git_revision(),
-            "seed": self.config.train.seed,
-            "device": str(self.device),
-            "command": sys.argv,
-            "world_size": self.dist.world_size,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_text(self.run_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
-
     # ----------------------------------------------------------------- data
-    def _loader(self, dataset: Any, sampler: Any) -> DataLoader:
-        # A generator of its own: creating an iterator must not draw from the global RNG, or a
-        # resumed run's dropout would differ from an uninterrupted run's.
-        generator = torch.Generator().manual_seed(self.config.train.seed)
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=self.config.data.num_workers,
-            generator=generator,
-        )
-
     def _train_batches(self) -> Iterator[Any]:
-        """This process's slice of every global batch."""
-        sampler = ResumableBatchSampler(
-            len(self.train_set),
-            self.config.data.batch_size,
-            seed=self.config.train.seed,
-            start_iteration=self.iteration,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        return iter(self._loader(EpochIndexed(self.train_set), sampler))
-
-    def _scoring_batches(self) -> Iterator[Any]:
-        """Batches for scoring at initialisation (SNIP, DiSparse), from their own seed stream.
-        Every process gets the whole global batch, so methods decide from identical data."""
-        sampler = ResumableBatchSampler(
-            len(self.train_set),
-            self.config.data.batch_size,
-            seed=self.config.train.seed + 7919,
-        )
-        for batch in self._loader(EpochIndexed(self.train_set), sampler):
-            yield _to_device(batch, self.device)
-
-    def _val_loader(self) -> DataLoader:
-        sampler = ShardedEvalSampler(
-            len(self.val_set),
-            self.config.data.eval_batch_size,
-            max_batches=self.config.eval.max_batches,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        return self._loader(self.val_set, sampler)
+        """This process's slice of every global batch, from the current iteration on."""
+        return self.loaders.train_batches(self.iteration)
 
     # ----------------------------------------------------------------- steps
     def _task_losses(
@@ -609,7 +373,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         logged = weights.detach() if self._logs_at(self.iteration + 1) else None
-        health = StepHealth.read(self, mean, counts, self._gradient_bound(), logged)
+        health = StepHealth.read(self.read, mean, counts, self._gradient_bound(), logged)
         self.stop_signal = StopRequest.signal_of(health.stops)
         problem = self._problem(health, batch)
         if problem is not None:
@@ -643,7 +407,7 @@ class Trainer:
         try:
             with catch() as self.stop_request:
                 while self.iteration < config.iterations:
-                    scalars = self.train_step(_to_device(next(batches), self.device))
+                    scalars = self.train_step(to_device(next(batches), self.device))
                     self.iteration += 1
                     done = self.iteration == config.iterations
                     if scalars:
@@ -710,7 +474,7 @@ class Trainer:
         evaluation = evaluate(
             self.model,
             self.tasks,
-            self._val_loader(),
+            self.loaders.val_loader(),
             self.device,
             reduce_state=self.dist.sum_state if self.dist.enabled else None,
         )
@@ -758,7 +522,7 @@ class Trainer:
         """Write a checkpoint (rank 0) — never one holding non-finite weights."""
         self._check_weights()
         self.parallel.sync_buffers()
-        rng_per_rank = self.dist.gather(self._rng_state())
+        rng_per_rank = self.dist.gather(rng_state(self.device))
         if self.dist.is_main:
             save_checkpoint(self._state(rng_per_rank), self.run_dir / name)
 
@@ -777,64 +541,23 @@ class Trainer:
                 f"without saving it. {self._last_good()}"
             )
 
-    def _rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        """This process's random state: its own when the job has as many processes as the one
-        that saved the checkpoint; otherwise rank 0 takes rank 0's and the others are seeded
-        from (seed, rank, iteration)."""
-        per_rank = state.get("ranks") or [{"torch": state["torch"]}]
-        if len(per_rank) == self.dist.world_size or self.dist.is_main:
-            mine = per_rank[self.dist.rank]
-            torch.set_rng_state(mine["torch"])
-            if "cuda" in mine and self.device.type == "cuda":
-                torch.cuda.set_rng_state(mine["cuda"], self.device)
-        else:
-            seed = self.config.train.seed
-            torch.manual_seed(_rank_seed(seed, self.dist.rank, self.iteration))
-        random.setstate((3, tuple(state["python"]), None))
-
     def _state(self, rng_per_rank: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        return {
-            "format": "adapmtl-checkpoint-1",
-            "iteration": self.iteration,
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "weighting": self.weighting.state_dict(),
-            "method": self.method.state_dict(),
-            "rng": {
-                "torch": rng_per_rank[0]["torch"],
-                "python": list(random.getstate()[1]),
-                "ranks": rng_per_rank,
-            },
-            "best": self.best,
-            "skipped_steps": self.skipped_steps,
-        }
+        return checkpoint_state(
+            iteration=self.iteration,
+            config=self.config,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            weighting=self.weighting,
+            method=self.method,
+            rng_per_rank=rng_per_rank,
+            best=self.best,
+            skipped_steps=self.skipped_steps,
+        )
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        theirs, ours = (
-            config_without_length(state.get("config") or {}),
-            config_without_length(self.config.to_dict()),
-        )
-        if theirs != ours:
-            differing = [k for k in ours if theirs.get(k) != ours[k]]
-            raise UserError(
-                f"cannot resume {self.run_dir}: its checkpoint was made with a different config "
-                f"(sections {differing}); resume with the run's own config.yaml (only "
-                "train.iterations may change, to continue a run)"
-            )
-        if self.config.train.iterations < int(state["iteration"]):
-            raise UserError(
-                f"cannot resume {self.run_dir}: it has trained {state['iteration']} iterations, "
-                f"more than train.iterations={self.config.train.iterations}"
-            )
-        mismatch = load_weights(self.model, state["model"])
+        check_resumable(state, self.config, self.run_dir)
+        mismatch = load_model_state(self.model, state["model"])
         if mismatch is not None:
             raise UserError(
                 f"cannot resume {self.run_dir}: last.pt does not fit the model: {mismatch}"
@@ -845,6 +568,6 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.weighting.load_state_dict(state["weighting"])
         self.iteration = int(state["iteration"])
-        self._restore_rng(state["rng"])
+        restore_rng(state["rng"], self.dist, self.device, self.config.train.seed, self.iteration)
         self.best = state["best"]
         self.skipped_steps = int(state.get("skipped_steps", 0))

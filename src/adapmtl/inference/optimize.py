@@ -28,7 +28,7 @@ from adapmtl.inference.layers import (
     direct_conv_supported,
 )
 from adapmtl.inference.threads import numba_available
-from adapmtl.sparsity.sparsify import THRESHOLDS_ATTR
+from adapmtl.sparsity import THRESHOLDS_ATTR
 
 DENSE = "dense"
 KERNELS = ("direct", "direct-wide", "csr")

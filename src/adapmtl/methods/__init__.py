@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapmtl.config import build_dataclass
 from adapmtl.errors import UserError
 from adapmtl.methods import adapmtl as _adapmtl  # noqa: F401  (registers the method)
 from adapmtl.methods import dense as _dense  # noqa: F401
@@ -13,6 +12,7 @@ from adapmtl.methods import imp as _imp  # noqa: F401
 from adapmtl.methods import lth as _lth  # noqa: F401
 from adapmtl.methods import snip as _snip  # noqa: F401
 from adapmtl.methods.base import METHODS, Method, TrainingContext
+from adapmtl.options import build_dataclass
 
 
 def build_method(name: str, target: float | None, options: dict[str, Any]) -> Method:

@@ -38,6 +38,7 @@ from adapmtl.sparsity import (
 )
 from adapmtl.sparsity.allocation import CostAllocation
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
+from adapmtl.sparsity.target import reached
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"threshold": "soft", "regrow": False, "level": "none", "allocation": "gradient"},
@@ -202,7 +203,7 @@ class AdapMTL(Method):
         assert self.controller is not None
         if self.controller.mode == "freeze_mask":
             return self.controller.frozen
-        return overall_sparsity(self.controller.model) >= self.target - 0.005
+        return reached(self.target, overall_sparsity(self.controller.model))
 
     @property
     def level_from_threshold_travel(self) -> bool:

@@ -37,19 +37,17 @@ from torch import nn
 from adapmtl.errors import UserError
 from adapmtl.methods.base import METHODS, Method, TrainingContext
 from adapmtl.methods.masking import (
-    Masks,
     Scores,
     accumulate_gradient_scores,
     components_of,
     install_masks,
-    keep_count,
-    layer_top_k,
     magnitude_scores,
     masks_of,
     stored_weights,
     unmasked_forward,
 )
 from adapmtl.sparsity import set_masks
+from adapmtl.sparsity.topk import Masks, keep_count, layer_top_k
 
 BACKBONE = "backbone"
 MODES = ("static", "dynamic")

@@ -17,12 +17,12 @@ from typing import Any
 
 from torch import nn
 
+from adapmtl.checkpoint import read_dense_checkpoint
 from adapmtl.methods.base import METHODS, Method, TrainingContext
 from adapmtl.methods.masking import (
     install_masks,
-    load_weights,
-    magnitude_prune,
-    read_dense_checkpoint,
+    load_under_masks,
+    mask_smallest,
 )
 
 
@@ -87,19 +87,19 @@ class IMP(Method):
         if self.options.dense_checkpoint is not None:
             option = "method.options.dense_checkpoint"
             state = read_dense_checkpoint(self.options.dense_checkpoint, option)
-            load_weights(ctx.model, state["model"], option)
+            load_under_masks(ctx.model, state["model"], option)
         t0 = round(self.options.start_fraction * ctx.iterations)
         if t0 == 0 and self.options.initial_sparsity > 0:
-            magnitude_prune(ctx.model, self.options.initial_sparsity)
+            mask_smallest(ctx.model, self.options.initial_sparsity)
 
     def after_step(self, ctx: TrainingContext, iteration: int) -> None:
         done = iteration + 1
         t0 = round(self.options.start_fraction * ctx.iterations)
         if done == t0 and t0 > 0 and self.options.initial_sparsity > 0:
-            magnitude_prune(ctx.model, self.options.initial_sparsity)
+            mask_smallest(ctx.model, self.options.initial_sparsity)
         for step, (at, sparsity) in enumerate(self.schedule(ctx.iterations), start=1):
             if at == done and step > self.steps_done:
-                magnitude_prune(ctx.model, sparsity)
+                mask_smallest(ctx.model, sparsity)
                 self.steps_done = step
 
     def at_target(self) -> bool:

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapmtl.checkpoint import read_dense_checkpoint
 from adapmtl.errors import UserError
 from adapmtl.methods.base import METHODS, Method, TrainingContext
 from adapmtl.methods.masking import (
     install_masks,
-    load_weights,
-    magnitude_prune,
-    read_dense_checkpoint,
+    load_under_masks,
+    mask_smallest,
     snapshot,
 )
 
@@ -119,7 +119,7 @@ class LTH(Method):
                 f"{k} iterations; train the dense run with method.options.keep_weights_at: {k}"
             )
         self.rewind_weights = kept["state"]
-        load_weights(ctx.model, state["model"], option)
+        load_under_masks(ctx.model, state["model"], option)
         assert events[0] == 0
         self._prune_and_rewind(ctx, 0)
 
@@ -134,10 +134,8 @@ class LTH(Method):
     def _prune_and_rewind(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.target is not None and self.rewind_weights is not None
         self.rounds_done += 1
-        magnitude_prune(
-            ctx.model, round_sparsity(self.target, self.rounds_done, self.options.rounds)
-        )
-        load_weights(ctx.model, self.rewind_weights, "lth rewind")
+        mask_smallest(ctx.model, round_sparsity(self.target, self.rounds_done, self.options.rounds))
+        load_under_masks(ctx.model, self.rewind_weights, "lth rewind")
         ctx.reset_optimizer()
         self.pruned_at.append(iteration)
         if self.rounds_done == self.options.rounds:

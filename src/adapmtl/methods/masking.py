@@ -2,17 +2,16 @@
 
 Every mask-based method registers the one sparse-weight parametrization in mask mode
 (``sparsify(model, mode="mask")``) and installs boolean masks with ``set_masks``; the effective
-weight is ``W * M``. This module adds what the methods have in common: exact global top-k masks,
-magnitude and connection-sensitivity scores, weight snapshots for rewinding and dense
-checkpoints. Counting follows the references: every Conv/Linear weight of backbone and
-heads, never biases or norm parameters.
+weight is ``W * M``. This module adds what the methods have in common: magnitude and
+connection-sensitivity scores (selected by the top-k of ``adapmtl.sparsity.topk``), weight
+snapshots for rewinding, and a dense run's weights loaded under the masks. Counting follows the
+references: every Conv/Linear weight of backbone and heads, never biases or norm parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,9 +27,8 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
-from adapmtl.sparsity.sparsify import THRESHOLDS_ATTR
+from adapmtl.sparsity.topk import Masks, keep_count, top_k_masks
 
-Masks = dict[str, torch.Tensor]
 Scores = dict[str, torch.Tensor]
 
 
@@ -60,32 +58,6 @@ def components_of(model: nn.Module) -> dict[str, str]:
     return layer_components(model)
 
 
-def keep_count(total: int, target: float) -> int:
-    """Number of weights a model of ``total`` prunable weights keeps at sparsity ``target``."""
-    return round((1.0 - target) * total)
-
-
-def top_k_masks(scores: Mapping[str, torch.Tensor], k: int) -> Masks:
-    """Keep exactly the ``k`` largest scores over all layers together (one global top-k).
-
-    Entries scored ``-inf`` are kept only when fewer than ``k`` entries have a finite score."""
-    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
-    if not 0 <= k <= flat.numel():
-        raise ValueError(f"cannot keep {k} of {flat.numel()} weights")
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[torch.topk(flat, k, sorted=False).indices] = True
-    out, start = {}, 0
-    for path, s in scores.items():
-        out[path] = keep[start : start + s.numel()].view_as(s)
-        start += s.numel()
-    return out
-
-
-def layer_top_k(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` largest entries of one tensor."""
-    return top_k_masks({"": score}, min(k, score.numel()))[""]
-
-
 @torch.no_grad()
 def magnitude_scores(model: nn.Module) -> Scores:
     """|W * M| of every layer; weights outside the current mask score ``-inf`` so a magnitude
@@ -100,7 +72,7 @@ def magnitude_scores(model: nn.Module) -> Scores:
     return scores
 
 
-def magnitude_prune(model: nn.Module, target: float) -> Masks:
+def mask_smallest(model: nn.Module, target: float) -> Masks:
     """Global magnitude pruning to overall sparsity ``target`` among the unpruned weights;
     installs and returns the masks (pruned stored weights are zeroed)."""
     scores = magnitude_scores(model)
@@ -202,7 +174,7 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+def load_under_masks(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
     """Load a plain state dict into a mask-mode model, keep the masks and zero the stored weights
     under them (rewinding the survivors only)."""
     try:
@@ -212,24 +184,3 @@ def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: 
     for _, module, p in sparse_layers(model):
         if p.masked:
             module.parametrizations.weight.original.mul_(p.mask)
-
-
-def read_dense_checkpoint(path: str, option: str) -> dict[str, Any]:
-    """A dense run's checkpoint (``last.pt``/``best.pt``), loaded with ``weights_only=True``."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{option}: checkpoint {file} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for unreadable files
-        raise UserError(f"{option}: cannot read checkpoint {file}: {err}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"{option}: {file} is not an adapmtl checkpoint (no 'model' entry)")
-    model_keys = state["model"].keys()
-    if any(".parametrizations." in k or k.startswith(THRESHOLDS_ATTR) for k in model_keys):
-        method = state.get("config", {}).get("method", {}).get("name", "?")
-        raise UserError(
-            f"{option}: {file} holds a sparsified model (method {method!r}); give the "
-            "checkpoint of a dense run"
-        )
-    return state

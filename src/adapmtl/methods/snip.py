@@ -19,10 +19,9 @@ from adapmtl.methods.base import METHODS, Method, TrainingContext
 from adapmtl.methods.masking import (
     accumulate_gradient_scores,
     install_masks,
-    keep_count,
-    top_k_masks,
 )
 from adapmtl.sparsity import set_masks
+from adapmtl.sparsity.topk import keep_count, top_k_masks
 
 
 @METHODS.register("snip")

@@ -18,9 +18,12 @@ from adapmtl.sparsity.pressure import ThresholdPressure
 from adapmtl.sparsity.report import SparsityReport, overall_sparsity, report
 from adapmtl.sparsity.sparsify import (
     GROUPINGS,
+    PRUNABLE_TYPES,
+    THRESHOLDS_ATTR,
     default_components,
     is_sparsified,
     layer_components,
+    path_matches,
     sparse_layers,
     sparsify,
     theta_from_alpha,
@@ -30,6 +33,8 @@ from adapmtl.sparsity.sparsify import (
 __all__ = [
     "CONTROLLER_MODES",
     "GROUPINGS",
+    "PRUNABLE_TYPES",
+    "THRESHOLDS_ATTR",
     "CostAllocation",
     "CubicSchedule",
     "ScheduledLevel",
@@ -47,6 +52,7 @@ __all__ = [
     "load_dense_state_dict",
     "overall_sparsity",
     "param_groups",
+    "path_matches",
     "report",
     "rescale_thresholds",
     "set_masks",

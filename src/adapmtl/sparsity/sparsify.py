@@ -37,7 +37,9 @@ class PrunableLayer:
     group: str | None
 
 
-def _matches(path: str, pattern: str) -> bool:
+def path_matches(path: str, pattern: str) -> bool:
+    """Whether module ``path`` falls under ``pattern``: ``""`` (everything), the path itself or
+    a parent of it, or ``re:REGEX`` matching the whole path."""
     if pattern.startswith("re:"):
         return re.fullmatch(pattern[3:], path) is not None
     return pattern == "" or path == pattern or path.startswith(pattern + ".")
@@ -63,7 +65,7 @@ def _candidate_weights(model: nn.Module, exclude: Sequence[str]) -> Iterator[tup
     for path, module in model.named_modules():
         if not isinstance(module, PRUNABLE_TYPES) or path == "":
             continue
-        if any(_matches(path, pattern) for pattern in exclude):
+        if any(path_matches(path, pattern) for pattern in exclude):
             continue
         yield path, module
 
@@ -159,7 +161,9 @@ def sparsify(
 
     layers: list[PrunableLayer] = []
     for path, module in _candidate_weights(model, exclude):
-        owners = [name for name, pats in patterns.items() if any(_matches(path, p) for p in pats)]
+        owners = [
+            name for name, pats in patterns.items() if any(path_matches(path, p) for p in pats)
+        ]
         if not owners:
             raise ValueError(
                 f"prunable weight {path}.weight matches no component "

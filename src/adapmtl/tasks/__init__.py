@@ -12,7 +12,13 @@ from adapmtl.tasks.presets import (
     task_set,
     tasks_from_spec,
 )
-from adapmtl.tasks.score import delta_t, load_reference, metric_directions, relative_delta
+from adapmtl.tasks.score import (
+    delta_t,
+    load_reference,
+    metric_directions,
+    normalised_score,
+    relative_delta,
+)
 from adapmtl.tasks.segmentation import SegmentationMetric, SegmentationTask
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "delta_t",
     "load_reference",
     "metric_directions",
+    "normalised_score",
     "relative_delta",
     "resize_nearest",
     "select_tasks",

@@ -16,18 +16,19 @@ reference does not list (extra metrics, extra tasks) are ignored. The reference 
 what is compared, e.g. a Taskonomy reference with depth ``abs_err`` only.
 
 Dense references come from files (:func:`load_reference`); none is built into the library.
+:func:`normalised_score` is Delta_T of a task set's metrics as the trainer, ``eval``, suites and
+the sensitivity sweep report it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from adapmtl.errors import UserError
+from adapmtl.structured import read_if_valid, read_structured
 from adapmtl.tasks.base import Task
 
 REDUCTIONS = ("sum", "mean")
@@ -83,22 +84,42 @@ def metric_directions(tasks: Mapping[str, Task]) -> dict[str, dict[str, bool]]:
     return {name: dict(task.metric_directions) for name, task in tasks.items()}
 
 
-def load_reference(path: str | Path) -> dict[str, dict[str, float]]:
-    """Read a dense reference (or any results) file: JSON or YAML mapping task -> metric -> number.
+def normalised_score(
+    metrics: Results,
+    reference: Results,
+    tasks: Mapping[str, Task],
+    reduce: str = "sum",
+) -> dict[str, Any]:
+    """:func:`delta_t` of a task set's metrics against the dense reference, as results files
+    hold it: ``{"per_task": ..., "overall": ..., "reduce": ...}``; problems are ``UserError`` s
+    (a task the reference lacks, a metric the results lack)."""
+    missing = [name for name in tasks if name not in reference]
+    if missing:
+        raise UserError(f"the dense reference has no metrics for task {missing[0]!r}")
+    try:
+        per_task, overall = delta_t(metrics, reference, metric_directions(tasks), reduce=reduce)
+    except ValueError as err:
+        raise UserError(f"Delta_T against the dense reference: {err}") from None
+    return {"per_task": per_task, "overall": overall, "reduce": reduce}
+
+
+def load_reference(
+    path: str | Path, setting: str | None = None, tasks: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
+    """Read a dense reference (or any results) file: JSON or YAML mapping task -> metric ->
+    number, or such a mapping under ``metrics`` (a dense run's ``results.json``, the output of
+    ``adapmtl eval --json``). ``setting`` names the config key or flag the path came from, for
+    the hint when the file is missing; with ``tasks`` the reference must be of that task set
+    (:func:`check_reference_tasks`).
 
     Raises ``UserError`` naming the file and key when the content does not have that form.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the reference file ({err.strerror})") from err
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise UserError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}"
-        ) from err
+    data = read_structured(
+        path, "reference file", missing=missing_reference(path, setting), mapping=False
+    )
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+        data = data["metrics"]
     if not isinstance(data, dict) or not data:
         raise UserError(
             f"{path}: expected a mapping task -> metric -> number, got {type(data).__name__}"
@@ -111,4 +132,60 @@ def load_reference(path: str | Path) -> dict[str, dict[str, float]]:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"{path}: key {task}.{metric}: expected a number, got {value!r}")
         reference[str(task)] = {str(m): float(v) for m, v in metrics.items()}
+    if tasks is not None:
+        check_reference_tasks(reference, tasks, path)
     return reference
+
+
+def check_reference_tasks(
+    reference: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Any], path: str | Path
+) -> None:
+    """Refuse a reference of another task set, or one listing metrics the run does not compute
+    (another dataset's dense run, or one scored with another metric set), before any training."""
+    if set(reference) != set(tasks):
+        raise UserError(
+            f"reference file {path} holds the tasks {sorted(reference)}, this run has "
+            f"{sorted(tasks)}: Delta_T needs the dense run of the same dataset and tasks"
+        )
+    for name, task in tasks.items():
+        unknown = [m for m in reference[name] if m not in task.metric_directions]
+        if unknown:
+            raise UserError(
+                f"reference file {path}: task {name!r} lists {unknown}, which this run does not "
+                f"compute (it reports {list(task.metric_directions)}); was the reference scored "
+                "with another metric set (tasks.options)?"
+            )
+
+
+def missing_reference(path: Path, setting: str | None) -> str:
+    """What is missing, where it was looked for, and how to point at the right file."""
+    where = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
+    message = f"reference file {path} does not exist{where}"
+    if setting is None:
+        return f"{message}: cannot read the dense reference"
+    if setting.startswith("--"):
+        how = f"give {setting} PATH"
+    else:
+        how = f"set --set {setting}=PATH, or --set {setting}=null to do without Delta_T"
+    return (
+        f"{message}; {setting} names the dense run's results.json: train the dense run first, "
+        f"or {how}"
+    )
+
+
+def reference_split(path: str | Path) -> str | None:
+    """The split a reference's metrics were measured on, where it is recorded: the ``split`` of
+    an ``adapmtl eval --json`` output, else the validation split of the run directory holding the
+    file (its ``config.yaml``); ``None`` when neither says."""
+    path = Path(path)
+    data = read_if_valid(path)
+    if isinstance(data, dict) and isinstance(data.get("split"), str):
+        return data["split"]
+    if data is None:
+        return None
+    settings = read_if_valid(path.parent / "config.yaml")
+    if settings is None:
+        return None
+    data_settings = settings.get("data") if isinstance(settings, dict) else None
+    split = data_settings.get("val_split", "val") if isinstance(data_settings, dict) else "val"
+    return split if isinstance(split, str) else None

@@ -1,31 +1,35 @@
-"""Task-loss weightings: equal, and AdapMTL's adaptive weighting (paper Section 3.3)."""
+"""Task-loss weightings: equal, and AdapMTL's adaptive weighting (paper Section 3.3).
+
+Each weighting is one module that registers its class in :data:`WEIGHTINGS`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
-from adapmtl.weighting.adaptive import AdaptiveWeighting
-from adapmtl.weighting.base import EqualWeighting, Weighting
+from adapmtl.weighting.adaptive import AdaptiveWeighting, param_ratio
+from adapmtl.weighting.base import WEIGHTINGS, Weighting
+from adapmtl.weighting.equal import EqualWeighting
 
 
-def param_ratio(model: nn.Module) -> float:
-    """|W_B| / sum_t |W_t| of Eq. 6: parameters of ``model.backbone`` over those of all heads."""
-    backbone = sum(p.numel() for p in model.backbone.parameters())
-    heads = sum(p.numel() for p in model.heads.parameters())
-    return backbone / heads
+def build_weighting(
+    name: str, tasks: Sequence[str], model: nn.Module | None = None, **options: Any
+) -> Weighting:
+    """The registered weighting ``name`` for ``tasks`` (:meth:`Weighting.from_model`)."""
+    try:
+        cls: Any = WEIGHTINGS.get(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    return cls.from_model(tasks, model, **options)
 
 
-def build_weighting(name: str, tasks: Sequence[str], **kwargs: object) -> Weighting:
-    """``equal`` or ``adaptive`` (kwargs of :class:`AdaptiveWeighting`)."""
-    if name == "equal":
-        if kwargs:
-            raise ValueError(f"equal weighting takes no options, got {sorted(kwargs)}")
-        return EqualWeighting(tasks)
-    if name == "adaptive":
-        return AdaptiveWeighting(tasks, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown weighting {name!r}; valid: adaptive, equal")
-
-
-__all__ = ["AdaptiveWeighting", "EqualWeighting", "Weighting", "build_weighting", "param_ratio"]
+__all__ = [
+    "WEIGHTINGS",
+    "AdaptiveWeighting",
+    "EqualWeighting",
+    "Weighting",
+    "build_weighting",
+    "param_ratio",
+]

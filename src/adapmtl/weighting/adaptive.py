@@ -13,16 +13,25 @@ argument). During a warm-up all weights are 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
-from adapmtl.weighting.base import Weighting
+from adapmtl.weighting.base import WEIGHTINGS, Weighting
 
 MODES = ("paper", "official")
 DEVIATIONS = ("window", "adjacent")
 
 
+def param_ratio(model: nn.Module) -> float:
+    """|W_B| / sum_t |W_t| of Eq. 6: parameters of ``model.backbone`` over those of all heads."""
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    heads = sum(p.numel() for p in model.heads.parameters())
+    return backbone / heads
+
+
+@WEIGHTINGS.register("adaptive")
 class AdaptiveWeighting(Weighting):
     """Loss-stability weighting (paper Eq. 6), or the variant the official code runs.
 
@@ -56,6 +65,27 @@ class AdaptiveWeighting(Weighting):
             beta = weighting.update(losses.detach())
             (beta.to(losses) * losses).sum().backward()
     """
+
+    MODEL_DERIVED: ClassVar[tuple[str, ...]] = ("param_ratio",)
+    CONFIG_ONLY: ClassVar[dict[str, Any]] = {"use_param_ratio": bool}
+
+    @classmethod
+    def from_model(
+        cls,
+        tasks: Sequence[str],
+        model: nn.Module | None = None,
+        *,
+        use_param_ratio: bool = True,
+        **options: Any,
+    ) -> AdaptiveWeighting:
+        """``param_ratio`` measured on ``model`` (:func:`param_ratio`), or dropped with
+        ``use_param_ratio=False`` (Table 5's "w/o lambda"); without a model it stays as
+        ``options`` give it."""
+        if not use_param_ratio:
+            options["param_ratio"] = None
+        elif model is not None:
+            options["param_ratio"] = param_ratio(model)
+        return cls(tasks, **options)
 
     def __init__(
         self,

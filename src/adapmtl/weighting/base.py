@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
+
+from adapmtl.registry import Registry
 
 
 class Weighting(ABC):
@@ -19,10 +22,24 @@ class Weighting(ABC):
     caller then vouches that the losses are finite, as the trainer checks after backward.
     """
 
+    MODEL_DERIVED: ClassVar[tuple[str, ...]] = ()
+    """Parameters of ``__init__`` that :meth:`from_model` fills from the model (a config does
+    not set them)."""
+    CONFIG_ONLY: ClassVar[dict[str, Any]] = {}
+    """Options :meth:`from_model` takes beyond ``__init__``'s, with their types."""
+
     def __init__(self, tasks: Sequence[str]) -> None:
         if not tasks:
             raise ValueError("a weighting needs at least one task")
         self.tasks = list(tasks)
+
+    @classmethod
+    def from_model(
+        cls, tasks: Sequence[str], model: nn.Module | None = None, **options: Any
+    ) -> Weighting:
+        """The weighting of a run: ``options`` as a config gives them, with whatever the
+        weighting takes from ``model`` (None: nothing is taken)."""
+        return cls(tasks, **options)
 
     @abstractmethod
     def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
@@ -47,15 +64,5 @@ class Weighting(ABC):
         return losses
 
 
-class EqualWeighting(Weighting):
-    """beta_t = 1 for every task: the plain multitask sum."""
-
-    def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
-        return torch.ones(len(self.tasks), device=self._check(losses).device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if list(state["tasks"]) != self.tasks:
-            raise ValueError(f"weighting state is for tasks {state['tasks']}, not {self.tasks}")
+WEIGHTINGS: Registry[Weighting] = Registry("weighting")
+"""Name -> weighting class; a new weighting is one module that registers its class."""

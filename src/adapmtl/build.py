@@ -1,34 +1,21 @@
-"""Building the pieces of a run from its config: tasks, model, method, weighting, datasets."""
+"""Building the pieces of a run from its config: tasks, model, method, weighting, datasets.
+
+Errors are :class:`~adapmtl.errors.UserError` s naming the config key."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from adapmtl.config import Config
 from adapmtl.errors import UserError
 from adapmtl.methods import Method, build_method
-from adapmtl.weighting import Weighting, build_weighting, param_ratio
+from adapmtl.weighting import Weighting, build_weighting
 
 
-def resolve_device(spec: str, setting: str = "train.device") -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU. ``setting`` (the config
-    key or flag ``spec`` came from) names it in errors."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec != "cpu" and spec != "cuda" and not spec.startswith("cuda:"):
-        raise UserError(f"{setting}: expected auto, cpu, cuda or cuda:N, got {spec!r}")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{setting}: {spec!r} requested but CUDA is not available here")
-    try:
-        return torch.device(spec)
-    except RuntimeError as err:
-        raise UserError(f"{setting}: {spec!r} is not a device ({err})") from None
-
-
-def build_tasks(config: Config) -> dict[str, Any]:
+def build_run_tasks(config: Config) -> dict[str, Any]:
+    """The task set of ``config`` (``tasks.preset`` and its options, ``tasks.names`` selected)."""
     from adapmtl.tasks import task_set
 
     try:
@@ -48,7 +35,8 @@ def build_tasks(config: Config) -> dict[str, Any]:
     return tasks
 
 
-def build_model(config: Config, tasks: dict[str, Any]) -> nn.Module:
+def build_run_model(config: Config, tasks: dict[str, Any]) -> nn.Module:
+    """The model ``model.name`` with a head per task."""
     from adapmtl.models import build_model as build
 
     try:
@@ -66,21 +54,22 @@ def build_model(config: Config, tasks: dict[str, Any]) -> nn.Module:
 
 
 def build_run_method(config: Config) -> Method:
+    """The method ``method.name`` (its options checked)."""
     return build_method(config.method.name, config.method.target, config.method.options)
 
 
 def build_run_weighting(config: Config, tasks: dict[str, Any], model: nn.Module) -> Weighting:
-    options = dict(config.weighting.options)
-    if config.weighting.name == "adaptive":
-        use_ratio = options.pop("use_param_ratio", True)
-        options["param_ratio"] = param_ratio(model) if use_ratio else None
+    """The weighting ``weighting.name``, taking what it needs from ``model``."""
     try:
-        return build_weighting(config.weighting.name, list(tasks), **options)
+        return build_weighting(
+            config.weighting.name, list(tasks), model, **config.weighting.options
+        )
     except (TypeError, ValueError) as err:
         raise UserError(f"weighting.options: {err}") from None
 
 
-def build_dataset(config: Config, split: str, tasks: dict[str, Any], train: bool) -> Any:
+def build_run_dataset(config: Config, split: str, tasks: dict[str, Any], train: bool) -> Any:
+    """Split ``split`` of ``data.name`` with the training or the validation options."""
     from adapmtl.data import build_dataset as build
 
     options = {

@@ -1,5 +1,6 @@
-"""Whether a run ended at its target sparsity: one check for every method, read by the trainer
-(``results.json``, the warning at the end of ``train``), the tables and the plots.
+"""Whether a run is at its target sparsity: one tolerance, read by the methods (AdapMTL's
+``at_target``), the trainer (``results.json``, the warning at the end of ``train``), the tables
+and the plots.
 
 A run is *on target* when its measured overall sparsity (pruned prunable weights over all
 prunable weights) is within :data:`TOLERANCE` of the method's ``target``, above or below: a
@@ -18,11 +19,17 @@ TOLERANCE = 0.005
 def target_fields(target: float | None, sparsity: float | None) -> dict[str, Any]:
     """The ``results.json`` fields: ``target``, ``final_sparsity`` (overall, a fraction) and
     ``target_reached`` (None without a target)."""
-    reached = None if target is None else on_target(target, sparsity)
-    return {"target": target, "final_sparsity": sparsity, "target_reached": reached}
+    hit = None if target is None else on_target(target, sparsity)
+    return {"target": target, "final_sparsity": sparsity, "target_reached": hit}
+
+
+def reached(target: float, sparsity: float) -> bool:
+    """At or above ``target`` up to :data:`TOLERANCE` (a method that may still be pruning)."""
+    return sparsity >= target - TOLERANCE
 
 
 def on_target(target: float | None, sparsity: float | None) -> bool:
+    """Within :data:`TOLERANCE` of ``target``, above or below (always, without a target)."""
     if target is None:
         return True
     return sparsity is not None and abs(sparsity - target) <= TOLERANCE

@@ -1,11 +1,13 @@
-"""Building a model by name and loading weights into it, for ``export``, ``bench`` and ``report``.
+"""Getting a model from any of our files: a trainer checkpoint, an ``adapmtl export`` file or a
+plain state dict (``eval``, ``report``, ``sensitivity``, ``export``, ``bench``, ``--init-from``).
 
 Weights come from a safetensors file (an ``adapmtl export`` file of either format, or any plain
 state dict) or a PyTorch file read with ``torch.load(weights_only=True)`` holding a state dict,
 or a dict with the state dict under ``model``. State dicts of sparsified models (parametrization
 keys, thresholds, masks) are loaded into a sparsified copy and baked. The result is always a plain
 model with exact zeros, in eval mode. ``read_weights_file`` is the one place to teach another
-checkpoint format.
+checkpoint format; :func:`model_from_checkpoint` rebuilds a checkpoint's model as it trained
+(sparsified), :func:`load_trained` reads either kind for ``eval`` and ``report``.
 
 A file says which model it holds where it can: a trainer checkpoint through its run config, an
 ``adapmtl export`` file through its metadata (:data:`MODEL_KEY`, :data:`TASKS_KEY`,
@@ -15,7 +17,6 @@ dict needs the model named.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Mapping
@@ -26,10 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapmtl.errors import UserError
-from adapmtl.sparsity import bake, sparsify, thresholds
-from adapmtl.sparsity.export import check_state_dict, load_exported, read_metadata
-from adapmtl.sparsity.sparsify import GROUPINGS, THRESHOLDS_ATTR
+from adapmtl.build import build_run_method, build_run_model, build_run_tasks
+from adapmtl.checkpoint import load_baked, load_checkpoint, load_model_state, read_torch_file
+from adapmtl.config import Config, from_dict
+from adapmtl.errors import MissingFileError, UserError
+from adapmtl.models import build_model
+from adapmtl.sparsity.export import load_exported, read_metadata
 
 DEFAULT_TASKS = {"seg": 40, "normal": 3, "depth": 1}
 MODEL_KEY = "adapmtl.model"
@@ -66,9 +69,6 @@ def format_tasks(tasks: Mapping[str, int]) -> str:
     return ",".join(f"{name}:{channels}" for name, channels in tasks.items())
 
 
-_PARAMETRIZED = ".parametrizations.weight."
-
-
 def parse_tasks(spec: str) -> dict[str, int]:
     """``"seg:40,normal:3,depth:1"`` -> ``{"seg": 40, "normal": 3, "depth": 1}``."""
     tasks: dict[str, int] = {}
@@ -82,15 +82,6 @@ def parse_tasks(spec: str) -> dict[str, int]:
     return tasks
 
 
-def parse_size(spec: str) -> tuple[int, int]:
-    """``"321x321"`` or ``"321"`` -> ``(321, 321)``."""
-    parts = spec.lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"input size {spec!r}: expected HxW, e.g. 321x321")
-    height = int(parts[0])
-    return height, int(parts[-1])
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a weights file (see module docstring); ``UserError`` for anything else."""
     return read_weights_file(path)[0]
@@ -100,13 +91,10 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     """Tensors of a weights file and what it records about its model (module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         return load_exported(path), _spec_from_metadata(read_metadata(path), path)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or corrupt files
-        raise UserError(f"{path}: cannot read as safetensors or PyTorch weights ({err})") from None
+    loaded = read_torch_file(path, "weights file")
     spec = ModelSpec()
     if isinstance(loaded, Mapping) and isinstance(loaded.get("config"), Mapping):
         spec = spec_from_config(dict(loaded["config"]), loaded.get("iteration"), path)
@@ -123,14 +111,11 @@ def spec_from_config(
     data: dict[str, Any], iteration: Any = None, source: str | os.PathLike = "checkpoint"
 ) -> ModelSpec:
     """The model a run config describes: its name, options and task channels."""
-    from adapmtl.config import from_dict
-    from adapmtl.engine.build import build_tasks
-
     try:
         config = from_dict(data)
     except UserError as err:
         raise UserError(f"{source}: the run config it records is invalid: {err}") from None
-    tasks = {name: task.channels for name, task in build_tasks(config).items()}
+    tasks = {name: task.channels for name, task in build_run_tasks(config).items()}
     step = iteration if isinstance(iteration, int) else None
     return ModelSpec(config.model.name, tasks, dict(config.model.options), config.to_dict(), step)
 
@@ -157,29 +142,6 @@ def _int(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else None
 
 
-def _sparsified_like(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    groups = {k.split(".", 1)[1] for k in state if k.startswith(THRESHOLDS_ATTR + ".")}
-    if not groups:
-        return sparsify(model, mode="mask")
-    for grouping in GROUPINGS:
-        candidate = sparsify(copy.deepcopy(model), grouping=grouping)
-        if set(thresholds(candidate)) == groups:
-            return candidate
-    raise UserError(f"{source}: threshold groups {sorted(groups)} match no grouping {GROUPINGS}")
-
-
-def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> nn.Module:
-    """Load ``state`` (plain or sparsified keys) into the plain ``model``; return a plain model."""
-    if any(_PARAMETRIZED in key for key in state):
-        model = _sparsified_like(model, state, source)
-        check_state_dict(model, state, source=source)
-        model.load_state_dict(state)
-        return bake(model)
-    check_state_dict(model, state, source=source)
-    model.load_state_dict(state)
-    return model
-
-
 def load_model(
     name: str,
     weights: str | os.PathLike | None = None,
@@ -187,11 +149,9 @@ def load_model(
     options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build model ``name`` (``adapmtl.models``) for ``tasks`` and load ``weights`` if given."""
-    from adapmtl.models import build_model
-
     model = build_model(name, tasks=dict(tasks or DEFAULT_TASKS), **dict(options or {}))
     if weights is not None:
-        model = load_weights(model, read_state_dict(weights), source=str(weights))
+        model = load_baked(model, read_state_dict(weights), source=str(weights))
     return model.eval()
 
 
@@ -203,8 +163,6 @@ def model_for_file(
     """The model a weights file holds, built as the file records it (:class:`ModelSpec`) and
     loaded; ``name`` and ``tasks`` override what the file says. Returns the model (plain, eval
     mode) and the spec it was built from."""
-    from adapmtl.models import build_model
-
     state, recorded = read_weights_file(weights)
     spec = ModelSpec(
         name=name or recorded.name,
@@ -217,7 +175,7 @@ def model_for_file(
         raise UserError(f"{weights} does not record its model (a bare state dict): give --model")
     model = build_model(spec.name, tasks=spec.tasks, **spec.options)
     try:
-        model = load_weights(model, state, source=str(weights))
+        model = load_baked(model, state, source=str(weights))
     except UserError as err:
         if tasks:
             told = "as --tasks says"
@@ -230,3 +188,58 @@ def model_for_file(
             "give --model and --tasks NAME:CHANNELS,... to match the file)"
         ) from None
     return model.eval(), spec
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], source: str | Path = "checkpoint"
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The model of a trainer checkpoint as it trained: rebuilt from the config it holds
+    (sparsified by its method, thresholds and masks included) and loaded. Returns (model,
+    config, tasks); ``source`` (the file) names it in error messages."""
+    if not isinstance(state.get("config"), dict):
+        raise UserError(f"{source}: the checkpoint holds no run config")
+    try:
+        config = from_dict(state["config"])
+    except UserError as err:
+        raise UserError(
+            f"{source}: the config stored in the checkpoint is invalid: {err}"
+        ) from None
+    tasks = build_run_tasks(config)
+    model = build_run_model(config, tasks)
+    method = build_run_method(config)
+    method.prepare(model)
+    mismatch = load_model_state(model, state["model"])
+    if mismatch is not None:
+        raise UserError(
+            f"{source}: its weights do not fit the model its config describes "
+            f"({config.model.name!r}, tasks {', '.join(tasks)}): {mismatch}"
+        )
+    return model, config, tasks
+
+
+@dataclass
+class Trained:
+    """A trained model read for ``eval`` / ``report``: from a checkpoint or an export."""
+
+    model: nn.Module
+    path: Path
+    config: Config | None
+    """The run config (``None`` for an export of a bare state dict)."""
+    tasks: dict[str, Any] | None
+    iteration: int | None
+    exported: bool
+
+
+def load_trained(path: str | os.PathLike) -> Trained:
+    """The model of a trainer checkpoint (as it trained: :func:`model_from_checkpoint`) or of an
+    ``adapmtl export`` file (plain: :func:`model_for_file`), with the run config and tasks the
+    file records."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        model, spec = model_for_file(path)
+        config = from_dict(spec.config) if spec.config is not None else None
+        tasks = build_run_tasks(config) if config is not None else None
+        return Trained(model, path, config, tasks, spec.iteration, exported=True)
+    state = load_checkpoint(path)
+    model, config, tasks = model_from_checkpoint(state, path)
+    return Trained(model, path, config, tasks, state["iteration"], exported=False)
