@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from adapmtl.config_presets import resolve_config
 from adapmtl.errors import UserError
 from adapmtl.registry import closest
 
@@ -561,10 +562,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults) and apply ``dotted.key=value`` overrides, strictly.
 
-    A config may name a base config with ``base: other.yaml`` (relative to itself); its keys are
-    merged under the file's own."""
+    ``path`` is a file or the name of a packaged preset (``adapmtl.config_presets``). A config may
+    name a base config with ``base: other.yaml`` (relative to itself); its keys are merged under
+    the file's own."""
     overrides = overrides or []
-    data = _read_with_base(Path(path)) if path is not None else {}
+    data = _read_with_base(resolve_config(path)) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
         return from_dict(data)

@@ -8,8 +8,8 @@ graph node, e.g. ``add_18``, otherwise). The batch dimension is dynamic (``batch
 width are those of the example. Before anything is written, onnxruntime runs the serialised
 model on a batch of another size than the example's and every output is compared with
 PyTorch's: the export fails when the largest relative error (``max |ort - torch| /
-max |torch|``) exceeds ``rtol``. Needs the ``onnx`` extra: ``pip install 'adapmtl[onnx]'`` (onnx, onnxscript,
-onnxruntime).
+max |torch|``) exceeds ``rtol``. Needs the ``onnx`` extra: ``pip install 'adapmtl[onnx]'``
+(onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
