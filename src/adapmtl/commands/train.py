@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(results_table([(config.method.name, results)], list(trainer.tasks)))
     print(f"\nrun directory: {args.out}")
+    write_plots(args.out)
     for warning in result_warnings(results, args.out):
         print(f"adapmtl train: warning: {warning}", file=sys.stderr)
     return 0
@@ -115,3 +116,20 @@ def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
             "holds the final model"
         )
     return warnings
+
+
+def write_plots(run_dir: Path) -> None:
+    """The run's curves (``adapmtl.analysis.curves``) next to its log, when matplotlib is
+    installed; says so when it is not."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "adapmtl train: no plots (matplotlib is not installed: pip install 'adapmtl[plots]')",
+            file=sys.stderr,
+        )
+        return
+    from adapmtl.analysis.curves import plot_run
+
+    names = ", ".join(path.name for path in plot_run(run_dir))
+    print(f"plots: {names} (adapmtl plot RUN [RUN ...] redraws them, several runs overlaid)")
