@@ -120,7 +120,7 @@ def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
 
 def write_plots(run_dir: Path) -> None:
     """The run's curves (``adapmtl.analysis.curves``) next to its log, when matplotlib is
-    installed; says so when it is not."""
+    installed; says so when it is not, or when the log cannot be drawn."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -131,5 +131,9 @@ def write_plots(run_dir: Path) -> None:
         return
     from adapmtl.analysis.curves import plot_run
 
-    names = ", ".join(path.name for path in plot_run(run_dir))
+    try:
+        names = ", ".join(path.name for path in plot_run(run_dir))
+    except UserError as err:  # the run itself is complete: a plot is not worth failing it
+        print(f"adapmtl train: warning: no plots: {err}", file=sys.stderr)
+        return
     print(f"plots: {names} (adapmtl plot RUN [RUN ...] redraws them, several runs overlaid)")
