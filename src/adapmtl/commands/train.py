@@ -9,6 +9,7 @@ from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
 from adapmtl.config import load_config
+from adapmtl.config_presets import resolve_config
 from adapmtl.errors import UserError
 
 
@@ -33,7 +34,8 @@ def default_run_dir(config: Path) -> Path:
     """``runs/<folder>/<name>`` for ``<folder>/<name>.yaml``: presets of the same name for
     different datasets (``configs/nyuv2/resnet34_dense.yaml``, ``configs/taskonomy/...``) get
     different run directories, which the presets' ``eval.reference`` paths name."""
-    return Path("runs") / config.resolve().parent.name / config.stem
+    path = resolve_config(config)  # a preset name counts by its packaged file
+    return Path("runs") / path.resolve().parent.name / path.stem
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,3 +92,12 @@ def test_commands_take_preset_names(tmp_path, monkeypatch, capsys):
     assert shown["method"]["target"] == 0.9
     assert main(["compare", "--suite", "suites/scenes_cpu", "--plan"]) == 0
     assert "dense" in capsys.readouterr().out
+
+
+def test_a_preset_name_gets_the_run_directory_of_its_file(tmp_path, monkeypatch):
+    from adapmtl.commands.train import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    expected = Path("runs/taskonomy/resnet34_dense")
+    assert default_run_dir(Path("taskonomy/resnet34_dense")) == expected
+    assert default_run_dir(CLONE / "taskonomy" / "resnet34_dense.yaml") == expected
