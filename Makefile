@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,plots,inference]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plots,inference,onnx]"
 	touch $(STAMP)
 
 test: install

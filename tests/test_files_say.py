@@ -59,6 +59,18 @@ def test_export_needs_no_model_and_records_what_it_holds(run, tmp_path, capsys):
     assert main(argv) == 0
 
 
+def test_onnx_export_takes_tasks_and_input_size_from_the_run(run, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--format", "onnx", "-o", str(out)]) == 0
+    assert "input size 32x32" in capsys.readouterr().err  # the run's evaluation size
+    graph = onnx.load(str(out)).graph
+    shape = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert shape == ["batch", 3, 32, 32]
+    assert [o.name for o in graph.output] == ["seg", "normal", "depth", "keypoint", "edge"]
+
+
 def test_wrong_tasks_say_how_to_match_the_file(run, tmp_path, capsys):
     out = str(tmp_path / "x.safetensors")
     err = _error(["export", str(run / "last.pt"), "--tasks", "seg:40", "-o", out], capsys)

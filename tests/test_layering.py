@@ -16,7 +16,7 @@ LAYERS: list[tuple[set[str], bool]] = [
     ({"sparsity", "weighting", "models", "tasks", "data"}, True),
     ({"checkpoint", "rundir"}, False),
     ({"methods"}, False),
-    ({"config"}, False),
+    ({"config", "config_presets"}, False),
     ({"build"}, False),
     ({"analysis", "inference", "loading"}, True),
     ({"engine"}, False),

@@ -243,7 +243,7 @@ def test_comparison_plots_flag_the_runs_off_target(tmp_path, monkeypatch):
         Row("adapmtl", "AdapMTL", 0, 0.9, "adapmtl", METRICS, delta, sparsity),
     ]
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, plt, out: figures.append(fig) or out)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, plt, out: figures.append(fig) or out)
     plots.plot_delta_t(aggregate(rows), tmp_path / "a.png")
     plots.plot_sparsity_allocation(aggregate(rows), TASKS, tmp_path / "b.png")
     plots.plot_delta_t_vs_sparsity(aggregate(rows), tmp_path / "c.png")

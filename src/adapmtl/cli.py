@@ -19,12 +19,13 @@ COMMANDS: dict[str, str] = {
     "train": "Train a run from a YAML config",
     "eval": "Evaluate a checkpoint: the paper's metrics and Delta_T",
     "report": "Per-component sparsity and thresholds of a checkpoint",
-    "config": "Show the resolved config",
+    "config": "Show the resolved config, or list the packaged presets",
     "demo": "Train dense and AdapMTL models on synthetic scenes and compare them",
+    "plot": "Draw runs' curves: sparsity, thresholds, task weights, losses, metrics",
     "compare": "Train a suite of methods side by side and write the paper-style table and plots",
     "sensitivity": "Magnitude-prune one component of a checkpoint over a sweep, evaluate all tasks",
     "data": "Write synthetic scenes to disk in the NYUv2 / Taskonomy layouts",
-    "export": "Write a model's weights for deployment (dense or bitmask safetensors)",
+    "export": "Write a model for deployment (dense or bitmask safetensors, or ONNX)",
     "bench": "Time dense vs sparse-kernel CPU inference, per layer and end to end",
 }
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from adapmtl.config_presets import resolve_config
 from adapmtl.errors import UserError
 from adapmtl.options import MAPPINGS, ConfigError, build_dataclass, check_options, coerce
 from adapmtl.registry import closest
@@ -413,10 +414,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults) and apply ``dotted.key=value`` overrides, strictly.
 
-    A config may name a base config with ``base: other.yaml`` (relative to itself); its keys are
-    merged under the file's own."""
+    ``path`` is a file or the name of a packaged preset (``adapmtl.config_presets``). A config may
+    name a base config with ``base: other.yaml`` (relative to itself); its keys are merged under
+    the file's own."""
     overrides = overrides or []
-    data = read_with_base(Path(path)) if path is not None else {}
+    data = read_with_base(resolve_config(path)) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
         return from_dict(data)

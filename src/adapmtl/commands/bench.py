@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapmtl.commands.common import (
     add_weights_arguments,
@@ -13,6 +15,10 @@ from adapmtl.commands.common import (
 )
 from adapmtl.errors import UserError
 from adapmtl.inference.optimize import KERNELS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(KERNELS),
         help=f"comma-separated sparse kernels to consider, among: {', '.join(KERNELS)}",
     )
+    parser.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time onnxruntime running the dense model as an ONNX graph (needs the onnx "
+        "extra), interleaved with the two others",
+    )
     parser.add_argument("--json", help="also write the measurements to this JSON file")
 
 
@@ -38,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adapmtl.inference import compare_end_to_end, numba_available, optimize
+    from adapmtl.inference.bench import input_channels
     from adapmtl.inference.pruning import calibrate_batchnorm
 
     if args.weights is None and args.prune is None:
@@ -51,20 +64,39 @@ def run(args: argparse.Namespace) -> int:
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     height, width = parse_size(args.input_size)
     model, spec = model_from_weights_arguments(args)
+    channels = input_channels(model)
     if args.prune is not None:
-        calibrate_batchnorm(model, torch.randn(2, 3, height, width))
+        calibrate_batchnorm(model, torch.randn(2, channels, height, width))
     if not numba_available():
         print("numba is not installed: only CSR kernels (1x1 convs, Linear) are tried")
-    example = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(args.batch, channels, height, width, generator=generator)
     try:
         fast, plan = optimize(model, example, kernels=kernels, repeats=args.layer_repeats)
     except ValueError as err:
         raise UserError(f"--kernels {args.kernels!r}: {err}") from None
-    result = compare_end_to_end(model, fast, example, repeats=args.repeats)
-    print(f"{spec.name}, input {args.batch}x3x{height}x{width}, {plan.threads} threads")
+    ort_run = _onnxruntime_run(model, example, plan.threads) if args.onnxruntime else None
+    result = compare_end_to_end(model, fast, example, repeats=args.repeats, onnxruntime=ort_run)
+    print(f"{spec.name}, input {args.batch}x{channels}x{height}x{width}, {plan.threads} threads")
     print(plan)
     print(result)
     if args.json:
         report = {"plan": plan.to_dict(), "end_to_end": result.to_dict(), "args": vars(args)}
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _onnxruntime_run(model: nn.Module, example: torch.Tensor, threads: int) -> Callable[[], object]:
+    """A call running ``model``'s ONNX graph in onnxruntime on ``example`` (``threads`` threads),
+    checked against PyTorch first."""
+    from adapmtl.inference.onnx_export import (
+        check_against_torch,
+        run_session,
+        session,
+        to_onnx_program,
+    )
+
+    program, _ = to_onnx_program(model, example)
+    sess = session(program.model_proto.SerializeToString(), threads=threads)
+    check_against_torch(sess, model, example)
+    return lambda: run_session(sess, example)

@@ -25,7 +25,13 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--config", type=Path, required=required, help="YAML config file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=required,
+        help="YAML config file, or a packaged preset by name, e.g. nyuv2/resnet34_adapmtl "
+        "(adapmtl config list)",
+    )
     add_set_argument(parser, "override a config value, e.g. --set method.target=0.8 (repeatable)")
 
 

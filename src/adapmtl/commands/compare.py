@@ -8,10 +8,16 @@ import argparse
 from pathlib import Path
 
 from adapmtl.commands.common import add_set_argument
+from adapmtl.config_presets import resolve_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", type=Path, required=True, help="suite YAML (configs/suites/)")
+    parser.add_argument(
+        "--suite",
+        type=Path,
+        required=True,
+        help="suite YAML file, or a packaged suite by name, e.g. suites/scenes_cpu",
+    )
     parser.add_argument("--out", type=Path, help="output directory (default: runs/<suite name>)")
     add_set_argument(
         parser, "override a setting of every run, e.g. --set train.iterations=200 (repeatable)"
@@ -31,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.engine.suite_runner import run_suite
     from adapmtl.errors import UserError
 
-    suite = load_suite(args.suite, args.overrides)
+    suite = load_suite(resolve_config(args.suite), args.overrides)
     if args.seeds:
         if len(set(args.seeds)) != len(args.seeds):
             raise UserError(f"--seeds has duplicates: {args.seeds}")

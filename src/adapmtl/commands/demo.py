@@ -105,7 +105,7 @@ def _copy(data: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapmtl.analysis.plots import plot_run
+    from adapmtl.analysis.curves import plot_run
     from adapmtl.analysis.tables import results_table
     from adapmtl.atomic import write_text
     from adapmtl.commands.train import result_warnings

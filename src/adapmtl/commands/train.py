@@ -9,6 +9,7 @@ from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
 from adapmtl.config import load_config
+from adapmtl.config_presets import resolve_config
 from adapmtl.errors import UserError
 
 
@@ -33,7 +34,8 @@ def default_run_dir(config: Path) -> Path:
     """``runs/<folder>/<name>`` for ``<folder>/<name>.yaml``: presets of the same name for
     different datasets (``configs/nyuv2/resnet34_dense.yaml``, ``configs/taskonomy/...``) get
     different run directories, which the presets' ``eval.reference`` paths name."""
-    return Path("runs") / config.resolve().parent.name / config.stem
+    path = resolve_config(config)  # a preset name counts by its packaged file
+    return Path("runs") / path.resolve().parent.name / path.stem
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(results_table([(config.method.name, results)], list(trainer.tasks)))
     print(f"\nrun directory: {args.out}")
+    write_plots(args.out)
     for warning in result_warnings(results, args.out):
         print(f"adapmtl train: warning: {warning}", file=sys.stderr)
     return 0
@@ -115,3 +118,24 @@ def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
             "holds the final model"
         )
     return warnings
+
+
+def write_plots(run_dir: Path) -> None:
+    """The run's curves (``adapmtl.analysis.curves``) next to its log, when matplotlib is
+    installed; says so when it is not, or when the log cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "adapmtl train: no plots (matplotlib is not installed: pip install 'adapmtl[plots]')",
+            file=sys.stderr,
+        )
+        return
+    from adapmtl.analysis.curves import plot_run
+
+    try:
+        names = ", ".join(path.name for path in plot_run(run_dir))
+    except UserError as err:  # the run itself is complete: a plot is not worth failing it
+        print(f"adapmtl train: warning: no plots: {err}", file=sys.stderr)
+        return
+    print(f"plots: {names} (adapmtl plot RUN [RUN ...] redraws them, several runs overlaid)")

@@ -1,5 +1,6 @@
-"""Run logging: JSONL of every scalar (always), TensorBoard when installed, and a progress bar on
-interactive terminals or plain periodic lines otherwise (CI)."""
+"""Run logging: JSONL of every scalar (always), TensorBoard when installed (one line at the start
+says when it is not), and a progress bar on interactive terminals or plain periodic lines
+otherwise (CI)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+TENSORBOARD_OFF = (
+    "TensorBoard logging is off (tensorboard is not installed; pip install tensorboard turns it "
+    "on); every scalar is in log.jsonl, and adapmtl plot RUN draws them"
+)
 
 
 def _interactive() -> bool:
@@ -40,6 +46,8 @@ class RunLogger:
             self.tensorboard = None
         if self.console and _interactive():
             self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc="train")
+        if self.tensorboard is None:
+            self.message(TENSORBOARD_OFF)
 
     def log(self, iteration: int, scalars: dict[str, Any], kind: str = "train") -> None:
         if not self.enabled:
