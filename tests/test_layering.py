@@ -32,6 +32,7 @@ LAYERS: list[tuple[set[str], bool]] = [
     ({"build"}, False),
     ({"analysis", "inference", "loading"}, True),
     ({"engine"}, False),
+    ({"runs"}, False),
     ({"commands", "cli", "__main__"}, False),
 ]
 
