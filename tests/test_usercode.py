@@ -159,3 +159,11 @@ def test_every_command_on_the_run_imports_the_recorded_user_code(tmp_path, tiny_
     planned = adapmtl("compare", "--suite", suite, "--plan", cwd=work, user_code=code)
     assert planned.returncode == 0, planned.stderr
     assert "dense" in planned.stdout
+
+
+def test_the_import_flag_names_a_missing_module(capsys):
+    from adapmtl.cli import main
+
+    assert main(["config", "show", "--import", "no_such_user_module"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adapmtl config: error: --import: no module named 'no_such_user_module'")

@@ -162,7 +162,8 @@ def train(
     verbose: bool = True,
 ) -> Run:
     """Train ``config`` (a YAML path, a mapping or a :class:`Config`; ``overrides`` as
-    ``--set``) into the run directory ``out`` and return the run (:func:`load_run`). ``resume``,
+    ``--set``) into the run directory ``out`` and return the run (:func:`load_run`: its
+    ``best.pt``, else its ``last.pt``). ``resume``,
     ``overwrite`` and ``init_from`` are ``adapmtl train``'s ``--resume``, ``--overwrite`` and
     ``--init-from``; ``verbose`` shows the progress. For more control (the model before the
     first step, one's own loop), build :class:`adapmtl.engine.trainer.Trainer` directly."""
