@@ -130,6 +130,9 @@ def test_a_config_mapping_is_checked_strictly():
     with pytest.raises(UserError, match=r"method\.target: expected a sparsity in \(0, 1\)"):
         resolve_config({}, overrides=["method.target=2"])
     assert resolve_config({}, overrides=["train.iterations=3"]).train.iterations == 3
+    config = resolve_config({"train": {"iterations": 5}})
+    again = resolve_config(config, overrides=["train.seed=7"])
+    assert (again.train.iterations, again.train.seed, config.train.seed) == (5, 7, 0)
 
 
 def test_a_run_s_model_is_the_trained_one(tmp_path, tiny_settings):
@@ -143,3 +146,15 @@ def test_a_run_s_model_is_the_trained_one(tmp_path, tiny_settings):
         assert torch.equal(again.model.state_dict()[key], value), key
     assert trained.directory == tmp_path / "run"
     assert trained.results == json.loads((tmp_path / "run" / "results.json").read_text())
+
+    # an export of the run reads back as the plain model, scoring what the sparsified one does
+    from adapmtl.cli import main
+
+    export = tmp_path / "run.safetensors"
+    assert main(["export", str(tmp_path / "run" / "last.pt"), "-o", str(export)]) == 0
+    plain = load_run(export)
+    assert plain.directory is None and plain.iteration == again.iteration
+    assert plain.report().overall.sparsity == pytest.approx(again.report().overall.sparsity)
+    sparsified = again.evaluate(device="cpu")["metrics"]
+    for task, metrics in plain.evaluate(device="cpu")["metrics"].items():
+        assert metrics == pytest.approx(sparsified[task], rel=1e-5)
