@@ -495,6 +495,11 @@ TESTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         *SPARSITY,
     ),
     "weighting/adaptive.py": WEIGHTING_TESTS,
+    "components.py": (
+        "tests/test_sparsity_grouping.py",
+        "tests/test_weighting.py",
+        "tests/test_cost.py",
+    ),
     "tasks/normal.py": NORMAL_TESTS,
     "tasks/depth.py": DEPTH_TESTS,
     "tasks/segmentation.py": SEGMENTATION_TESTS,

@@ -12,7 +12,19 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "adapmtl"
 # lowest first: (units, independent); a unit is a top-level module or package of adapmtl, and
 # "adapmtl" is the package itself (its lazy face and __version__)
 LAYERS: list[tuple[set[str], bool]] = [
-    ({"adapmtl", "errors", "registry", "atomic", "structured", "options"}, False),
+    (
+        {
+            "adapmtl",
+            "errors",
+            "registry",
+            "atomic",
+            "structured",
+            "options",
+            "components",
+            "usercode",
+        },
+        False,
+    ),
     ({"sparsity", "weighting", "models", "tasks", "data"}, True),
     ({"checkpoint", "rundir"}, False),
     ({"methods"}, False),
@@ -20,6 +32,7 @@ LAYERS: list[tuple[set[str], bool]] = [
     ({"build"}, False),
     ({"analysis", "inference", "loading"}, True),
     ({"engine"}, False),
+    ({"runs"}, False),
     ({"commands", "cli", "__main__"}, False),
 ]
 

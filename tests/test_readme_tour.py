@@ -1,5 +1,6 @@
-"""The README's plain-loop tour, run as written on a user model of its own: it must reach its
-target (90 % overall sparsity, within 0.5 points) and fix the mask."""
+"""The README's tour, run as written: the plain loop on a user model of its own must reach its
+target (90 % overall sparsity, within 0.5 points) and fix the mask; the Python API block trains
+and reads back the CPU presets (shrunk to a few seconds by overrides the test adds)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,27 @@ ITERATIONS = 80
 LEVEL_STEP = re.compile(r"^( *)level\.step\(iteration\).*$", re.MULTILINE)
 
 
-def tour_block() -> str:
-    """The first ``python`` code block after the tour's heading in README.md."""
+API_HEADING = "**Runs from Python.**"
+# the CPU presets at a size that trains in seconds: appended to the block's own overrides
+SHRINK = [
+    "model.options.head_channels=16",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.train_options={n: 32, size: [32, 32]}",
+    "data.val_options={n: 8, size: [32, 32]}",
+    "train.iterations=12",
+    "train.val_every=6",
+    "train.checkpoint_every=6",
+    "train.threads=1",
+]
+
+
+def tour_block(heading: str = TOUR_HEADING) -> str:
+    """The first ``python`` code block after ``heading`` in README.md."""
     text = README.read_text()
-    after = text[text.index(TOUR_HEADING) :]
+    after = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
-    assert match is not None, "README.md: no python block after the tour heading"
+    assert match is not None, f"README.md: no python block after {heading}"
     return match.group(1)
 
 
@@ -96,3 +112,25 @@ def test_without_the_level_step_the_tour_misses_its_target() -> None:
     names = run_tour(code)
     assert not names["controller"].frozen
     assert overall_sparsity(names["model"]) < TARGET - 0.1
+
+
+@pytest.mark.slow
+def test_python_api_block_trains_and_reads_back_the_presets(tmp_path, monkeypatch) -> None:
+    import adapmtl.runs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(README.parent / "configs")
+    resolve = adapmtl.runs.resolve_config
+    monkeypatch.setattr(
+        adapmtl.runs,
+        "resolve_config",
+        lambda config, overrides=(): resolve(config, [*overrides, *SHRINK]),
+    )
+    names: dict[str, Any] = {}
+    exec(compile(tour_block(API_HEADING), str(README), "exec"), names)
+    run, test = names["run"], names["test"]
+    assert run.directory == Path("runs/scenes/adapmtl_cpu")
+    assert run.checkpoint.name in ("best.pt", "last.pt")
+    assert run.config.method.name == "adapmtl" and run.config.method.target == 0.9
+    assert run.results["final_sparsity"] == pytest.approx(0.9, abs=0.005)
+    assert test["split"] == "test" and set(test["delta_t"]["per_task"]) == set(run.tasks)

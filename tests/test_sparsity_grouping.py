@@ -142,9 +142,44 @@ def test_prefix_is_a_module_path_prefix_not_a_string_prefix():
 
 
 def test_pattern_must_match_the_whole_path():
-    # "re:dec" does not match "dec_a.0" as a whole, so dec_a.0 is orphaned.
-    with pytest.raises(ValueError, match=r"dec_a\.0\.weight.*matches no component"):
+    # "re:dec" matches no module path as a whole (re.fullmatch): a typo, named with the closest
+    # module paths
+    with pytest.raises(ValueError) as err:
         sparsify(Flat(), components={"backbone": ["layer1", "layer10", "dec_b"], "a": ["re:dec"]})
+    message = str(err.value)
+    assert message.startswith("component 'a': 're:dec' matches no module")
+    assert "whole module path" in message
+    assert "closest module paths: dec_b, dec_a" in message
+
+
+def test_mistyped_prefix_names_the_closest_module_paths():
+    with pytest.raises(ValueError) as err:
+        sparsify(
+            Flat(), components={"backbone": ["layer1", "layer10"], "a": ["dec_aa"], "b": "dec_b"}
+        )
+    assert str(err.value).startswith("component 'a': 'dec_aa' matches no module")
+    assert "closest module paths: dec_a, " in str(err.value)
+
+
+def test_mistyped_exclude_pattern_is_named():
+    with pytest.raises(
+        ValueError, match=r"^exclude: 'heads\.dept' matches no module.*heads\.depth"
+    ):
+        sparsify(conv_mtl(), exclude=["heads.dept"])
+
+
+def test_pattern_matching_a_parent_only_leaves_its_weights_unclaimed():
+    # "re:dec_a" matches the container dec_a, not its layers dec_a.0 / dec_a.2
+    with pytest.raises(ValueError, match=r"dec_a\.0\.weight.*matches no component"):
+        sparsify(Flat(), components={"backbone": ["layer1", "layer10", "dec_b"], "a": ["re:dec_a"]})
+
+
+@pytest.mark.parametrize("grouping", ["global", "layer"])
+def test_groupings_that_ignore_components_need_none(grouping):
+    model = sparsify(Flat(), grouping=grouping)
+    assert set(layer_components(model).values()) == {"all"}
+    expected = 1 if grouping == "global" else 5
+    assert len(thresholds(model)) == expected
 
 
 def test_weight_matched_by_no_component_is_named():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from adapmtl.weighting import AdaptiveWeighting, EqualWeighting, build_weighting, param_ratio
 
@@ -123,3 +124,43 @@ def test_param_ratio_counts_backbone_over_heads():
     model.backbone = torch.nn.Linear(4, 5)  # 25 parameters
     model.heads = torch.nn.ModuleDict({"a": torch.nn.Linear(5, 1), "b": torch.nn.Linear(5, 3)})
     assert param_ratio(model) == pytest.approx(25 / (6 + 18))
+
+
+class _Flat(nn.Module):
+    """A user model without ``backbone`` / ``heads`` attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4))
+        self.dec_a = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        self.dec_b = nn.Linear(4, 1)
+
+
+def test_param_ratio_takes_the_components_of_a_sparsified_model():
+    from adapmtl.sparsity import sparsify
+
+    components = {"backbone": ["trunk"], "a": [r"re:dec_a\.\d+"], "b": "dec_b"}
+    model = sparsify(_Flat(), components=components)
+    # trunk: 2 x (4*4 + 4) Linear + 8 BatchNorm; dec_a: (4*3 + 3) + (3*2 + 2); dec_b: 4 + 1
+    assert param_ratio(model) == pytest.approx((2 * 20 + 8) / (15 + 8 + 5))
+
+
+def test_param_ratio_of_a_sparsified_model_equals_the_dense_one():
+    from adapmtl.sparsity import sparsify
+    from sparsity_toys import conv_mtl
+
+    dense = conv_mtl()
+    expected = sum(p.numel() for p in dense.backbone.parameters()) / sum(
+        p.numel() for p in dense.heads.parameters()
+    )
+    assert param_ratio(dense) == pytest.approx(expected)
+    assert param_ratio(sparsify(dense)) == pytest.approx(expected)  # thresholds not counted
+
+
+def test_param_ratio_names_a_missing_shared_component():
+    from adapmtl.sparsity import sparsify
+
+    model = sparsify(_Flat(), components={"trunk": "trunk", "a": "dec_a", "b": "dec_b"})
+    with pytest.raises(ValueError, match=r"no component 'backbone' \(components: trunk, a, b\)"):
+        param_ratio(model)
+    assert param_ratio(model, backbone="trunk") == pytest.approx(48 / 28)

@@ -1,6 +1,8 @@
 """adapmtl: adaptive pruning for multitask models (AdapMTL, ACM MM 2024).
 
-The public API is re-exported here and imported lazily, so ``import adapmtl`` stays cheap.
+The public API is re-exported here and imported lazily, so ``import adapmtl`` stays cheap: the
+primitives (``sparsify``, ``report``, ...) and runs (``train``, ``load_run``, ``Trainer``;
+docs/python_api.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ _EXPORTS = {
     "TargetSparsityController": "adapmtl.sparsity",
     "dense_state_dict": "adapmtl.sparsity",
     "load_dense_state_dict": "adapmtl.sparsity",
+    "load_run": "adapmtl.runs",
+    "train": "adapmtl.runs",
+    "resolve_config": "adapmtl.runs",
+    "Run": "adapmtl.runs",
+    "Config": "adapmtl.config",
+    "load_config": "adapmtl.config",
+    "Trainer": "adapmtl.engine.trainer",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

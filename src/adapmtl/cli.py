@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from adapmtl import __version__
 from adapmtl.errors import UserError
+from adapmtl.usercode import import_modules
 
 COMMANDS: dict[str, str] = {
     "train": "Train a run from a YAML config",
@@ -60,7 +61,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         if name == command:
             _command_module(name).add_arguments(sub_parser)
+        add_import_argument(sub_parser)
     return parser
+
+
+def add_import_argument(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable, every command): user code registering its own models,
+    datasets, task sets, methods or weightings, imported before the command runs."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first: your code that registers its own models, datasets, "
+        "task sets, methods or weightings (repeatable; 'train' records it in the run's config)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        import_modules(args.imports, "--import")
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, FileNotFoundError) as err:
         print(f"adapmtl {args.command}: error: {err}", file=sys.stderr)

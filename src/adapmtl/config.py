@@ -19,6 +19,7 @@ from adapmtl.errors import UserError
 from adapmtl.options import MAPPINGS, ConfigError, build_dataclass, check_options, coerce
 from adapmtl.registry import closest
 from adapmtl.structured import read_structured, yaml_problem
+from adapmtl.usercode import import_modules
 
 __all__ = [
     "Config",
@@ -130,6 +131,9 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    imports: list[str] = field(default_factory=list)
+    """Modules of the user's own code to import first: they register models, datasets, task
+    sets, methods or weightings (:mod:`adapmtl.usercode`)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -348,7 +352,13 @@ def _check_weighting(config: Config, tasks: list[str]) -> None:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    return validate(build_dataclass(Config, data, ""))
+    """The config of ``data``, strictly: its ``imports`` imported, then everything checked."""
+    config = build_dataclass(Config, data, "")
+    try:
+        import_modules(config.imports)
+    except UserError as err:
+        raise ConfigError("imports", str(err)) from err
+    return validate(config)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

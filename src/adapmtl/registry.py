@@ -10,6 +10,8 @@ import difflib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from adapmtl.usercode import IMPORT_HINT
+
 T = TypeVar("T")
 
 
@@ -42,7 +44,7 @@ class Registry(Generic[T]):
             valid = ", ".join(sorted(self._factories))
             raise KeyError(
                 f"unknown {self.kind} {name!r}{closest(name, list(self._factories))}; "
-                f"valid: {valid}"
+                f"valid: {valid} ({IMPORT_HINT})"
             )
         return self._factories[name]
 

@@ -92,6 +92,17 @@ def final_results(run_dir: Path, iteration: int) -> dict[str, Any] | None:
     return results if "metrics" in results else None
 
 
+def run_checkpoint(path: Path) -> Path:
+    """The checkpoint a run directory stands for: its ``best.pt``, else its ``last.pt``; any
+    other path is returned as it is."""
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path} is a directory without best.pt or last.pt: not a run directory")
+
+
 def git_revision() -> str | None:
     try:
         out = subprocess.run(

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapmtl.sparsity import PRUNABLE_TYPES, THRESHOLDS_ATTR, default_components, path_matches
+from adapmtl.components import as_patterns, component_of, model_components
+from adapmtl.sparsity import PRUNABLE_TYPES, THRESHOLDS_ATTR
 
 OTHER = "other"
 
@@ -122,10 +123,7 @@ def _si(value: int) -> str:
 
 
 def _component_of(path: str, patterns: Mapping[str, Sequence[str]]) -> str:
-    for name, pats in patterns.items():
-        if any(path_matches(path, p) for p in pats):
-            return name
-    return OTHER
+    return component_of(path, patterns) or OTHER
 
 
 def _resolve_components(
@@ -133,12 +131,10 @@ def _resolve_components(
 ) -> dict[str, list[str]]:
     if components is None:
         try:
-            components = default_components(model)
+            components = model_components(model)
         except ValueError:
             return {}
-    return {
-        name: [spec] if isinstance(spec, str) else list(spec) for name, spec in components.items()
-    }
+    return as_patterns(components)
 
 
 def _own_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, torch.Tensor]]:

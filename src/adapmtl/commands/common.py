@@ -14,7 +14,7 @@ from adapmtl.errors import UserError
 if TYPE_CHECKING:
     from torch import nn
 
-    from adapmtl.loading import ModelSpec, Trained
+    from adapmtl.loading import ModelSpec
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -93,22 +93,13 @@ def model_from_weights_arguments(args: argparse.Namespace) -> tuple[nn.Module, M
 
 def resolve_checkpoint(path: Path) -> Path:
     """A run directory stands for its ``best.pt``, else its ``last.pt`` (said on stderr)."""
-    if not path.is_dir():
-        return path
-    for name in ("best.pt", "last.pt"):
-        if (path / name).is_file():
-            why = "" if name == "best.pt" else " (it has no best.pt)"
-            print(f"{path}: using {name}{why}", file=sys.stderr)
-            return path / name
-    raise UserError(f"{path} is a directory without best.pt or last.pt: not a run directory")
+    from adapmtl.rundir import run_checkpoint
 
-
-def load_trained(path: Path) -> Trained:
-    """The model of a checkpoint, a run directory (:func:`resolve_checkpoint`) or an
-    ``adapmtl export`` file, with the run config and tasks the file records."""
-    from adapmtl import loading
-
-    return loading.load_trained(resolve_checkpoint(path))
+    found = run_checkpoint(path)
+    if found != path:
+        why = "" if found.name == "best.pt" else " (it has no best.pt)"
+        print(f"{path}: using {found.name}{why}", file=sys.stderr)
+    return found
 
 
 def parse_size(text: str, option: str = "--input-size", minimum: int = 1) -> tuple[int, int]:

@@ -45,11 +45,10 @@ def run_input_size(config: Any) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapmtl.commands.common import load_trained
-    from adapmtl.errors import UserError
-    from adapmtl.sparsity import is_sparsified, report, sparsify
+    from adapmtl.commands.common import resolve_checkpoint
+    from adapmtl.runs import load_run
 
-    trained = load_trained(args.checkpoint)
+    trained = load_run(resolve_checkpoint(args.checkpoint))
     model, config = trained.model, trained.config
     if args.cost:
         from adapmtl.analysis import count_cost
@@ -62,17 +61,13 @@ def run(args: argparse.Namespace) -> int:
         cost = count_cost(model.eval(), size)
         print(cost.to_json() if args.json else cost)
         return 0
-    if trained.exported:
-        model = sparsify(model, mode="mask")  # the exact zeros of the file, counted per component
-    elif not is_sparsified(model):
-        raise UserError(f"{trained.path} holds a dense model (method {config.method.name!r})")
-    rep = report(model)
+    rep = trained.report()
     if args.json:
         print(rep.to_json())
         return 0
     name = config.model.name if config is not None else "model"
     method = f"method {config.method.name}, " if config is not None else ""
-    print(f"{trained.path}: {name}, {method}iteration {trained.iteration}\n")
+    print(f"{trained.checkpoint}: {name}, {method}iteration {trained.iteration}\n")
     print(rep)
     if args.layers:
         print()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
-from adapmtl.config import load_config
+from adapmtl.config import Config, load_config
 from adapmtl.config_presets import resolve_config
 from adapmtl.errors import UserError
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config is None:
             raise UserError("give --config FILE")
         config = load_config(args.config, args.overrides)
+        config = record_imports(config, args.imports)
     with session(config.train.device) as dist:
         try:
             trainer = Trainer(
@@ -97,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     for warning in result_warnings(results, args.out):
         print(f"adapmtl train: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def record_imports(config: Config, modules: list[str]) -> Config:
+    """``config`` with the ``--import`` modules added to its ``imports`` (recorded in the run
+    directory, so later commands on the run import them too)."""
+    added = [name for name in modules if name not in config.imports]
+    return dataclasses.replace(config, imports=[*config.imports, *added]) if added else config
 
 
 def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:

@@ -93,6 +93,10 @@ class Trainer:
     same or a different number of processes); ``init_from`` starts a new run from another run's
     weights (and thresholds where present), for example to prune a 60 % model further to 90 %.
     ``dist`` places this process in a torchrun job (:func:`adapmtl.engine.distributed.session`).
+
+    Once built, ``model`` (prepared by the method: sparsified for AdapMTL), ``tasks``,
+    ``method``, ``weighting``, ``optimizer`` and the datasets are in place and can be inspected
+    before :meth:`fit`; ``adapmtl.train`` is this with :meth:`fit` (docs/python_api.md).
     """
 
     def __init__(

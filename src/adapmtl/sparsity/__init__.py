@@ -1,6 +1,7 @@
 """Threshold sparsity (paper Sections 3.1-3.2): parametrizations, report, controller, the
 scheduled level and allocation, bake."""
 
+from adapmtl.components import default_components, path_matches
 from adapmtl.sparsity.allocation import CostAllocation
 from adapmtl.sparsity.controller import CONTROLLER_MODES, TargetSparsityController
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel, rescale_thresholds
@@ -20,10 +21,8 @@ from adapmtl.sparsity.sparsify import (
     GROUPINGS,
     PRUNABLE_TYPES,
     THRESHOLDS_ATTR,
-    default_components,
     is_sparsified,
     layer_components,
-    path_matches,
     sparse_layers,
     sparsify,
     theta_from_alpha,

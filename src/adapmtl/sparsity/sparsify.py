@@ -9,7 +9,6 @@ group, creates the thresholds once in ``model.sparsity_thresholds`` and register
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from adapmtl.components import (
+    PATTERNS_ATTR,
+    as_patterns,
+    check_patterns,
+    model_components,
+    path_matches,
+)
 from adapmtl.sparsity.parametrization import SparseWeight
 
 THRESHOLDS_ATTR = "sparsity_thresholds"
@@ -35,30 +41,6 @@ class PrunableLayer:
     module: nn.Module
     component: str
     group: str | None
-
-
-def path_matches(path: str, pattern: str) -> bool:
-    """Whether module ``path`` falls under ``pattern``: ``""`` (everything), the path itself or
-    a parent of it, or ``re:REGEX`` matching the whole path."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], path) is not None
-    return pattern == "" or path == pattern or path.startswith(pattern + ".")
-
-
-def default_components(model: nn.Module) -> dict[str, list[str]]:
-    """Components of a multitask model: ``model.components()`` if defined, else ``backbone`` and
-    ``heads.<task>`` for each entry of ``model.heads``."""
-    if callable(getattr(model, "components", None)):
-        return {name: list(patterns) for name, patterns in model.components().items()}
-    backbone, heads = getattr(model, "backbone", None), getattr(model, "heads", None)
-    if isinstance(backbone, nn.Module) and isinstance(heads, nn.ModuleDict):
-        components = {"backbone": ["backbone"]}
-        components.update({task: [f"heads.{task}"] for task in heads})
-        return components
-    raise ValueError(
-        "cannot find the model's components: give components={'name': ['module.prefix' or "
-        "'re:pattern', ...]}, or give the model a 'backbone' module and a 'heads' ModuleDict"
-    )
 
 
 def _candidate_weights(model: nn.Module, exclude: Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
@@ -128,8 +110,12 @@ def sparsify(
         grouping: ``component`` (AdapMTL: one theta for the backbone and one per head),
             ``global`` (one theta: the paper's "w/o adaptive thresholds"), ``backbone_heads``
             (two: "only 2 adaptive thresholds"), ``layer`` (one per layer, STR-style).
-        components: name -> module-path prefixes or ``re:`` patterns. Every prunable weight must
-            match exactly one component.
+        components: name -> module paths or ``re:`` patterns (:mod:`adapmtl.components`: a
+            path claims its module and everything under it, a ``re:`` pattern must match a
+            whole module path). Every prunable weight must match exactly one component, and
+            every pattern some module (a typo names the closest module paths). Not needed
+            with ``grouping="global"`` or ``"layer"``: a model without components is then one
+            component, ``all``.
         init: initial theta (paper's theta_init; alpha = sigmoid(theta)), one value or one per
             group key. The default -6 gives alpha = 2.5e-3, below the bulk of |W| for the
             initialisations used here; the paper's supplement uses -20 with N(0, 0.01) weights.
@@ -152,10 +138,10 @@ def sparsify(
     if is_sparsified(model):
         raise ValueError("model is already sparsified; bake(model) first to start over")
     if components is None:
-        components = default_components(model)
-    patterns = {
-        name: [spec] if isinstance(spec, str) else list(spec) for name, spec in components.items()
-    }
+        components = _components_for(model, grouping)
+    patterns = as_patterns(components)
+    check_patterns(model, {f"component {name!r}": pats for name, pats in patterns.items()})
+    check_patterns(model, {"exclude": list(exclude)})
     if grouping == "backbone_heads" and "backbone" not in patterns:
         raise ValueError("grouping 'backbone_heads' needs a component named 'backbone'")
 
@@ -197,9 +183,22 @@ def sparsify(
             unsafe=True,
         )
     model._adapmtl_components = {layer.path: layer.component for layer in layers}
+    setattr(model, PATTERNS_ATTR, patterns)
     if mode in THRESHOLD_MODES:
         _warn_if_mostly_pruned(model)
     return model
+
+
+def _components_for(model: nn.Module, grouping: str) -> dict[str, list[str]]:
+    """The model's own components (those it was last sparsified with, else its defaults);
+    groupings that do not follow components (one threshold for all, or one per layer) accept a
+    model without any, as the single component ``all``."""
+    try:
+        return model_components(model)
+    except ValueError:
+        if grouping in ("global", "layer"):
+            return {"all": [""]}
+        raise
 
 
 def _warn_if_mostly_pruned(model: nn.Module) -> None:

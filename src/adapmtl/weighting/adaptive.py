@@ -18,17 +18,36 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adapmtl.components import component_of, model_components, owner_path
 from adapmtl.weighting.base import WEIGHTINGS, Weighting
 
 MODES = ("paper", "official")
 DEVIATIONS = ("window", "adjacent")
 
 
-def param_ratio(model: nn.Module) -> float:
-    """|W_B| / sum_t |W_t| of Eq. 6: parameters of ``model.backbone`` over those of all heads."""
-    backbone = sum(p.numel() for p in model.backbone.parameters())
-    heads = sum(p.numel() for p in model.heads.parameters())
-    return backbone / heads
+def param_ratio(model: nn.Module, backbone: str = "backbone") -> float:
+    """|W_B| / sum_t |W_t| of Eq. 6: the parameters of the shared component ``backbone`` over
+    those of every other component (the heads).
+
+    The components are the model's (:func:`adapmtl.components.model_components`): those it was
+    sparsified with (``sparsify(components=...)``), else ``model.components()``, else
+    ``model.backbone`` and ``model.heads``. A parameter counts for the component that claims its
+    module (a sparsified weight as its stored original); thresholds belong to no component."""
+    patterns = model_components(model)
+    if backbone not in patterns:
+        raise ValueError(
+            f"param_ratio: the model has no component {backbone!r} (components: "
+            f"{', '.join(patterns)}); pass backbone=<the shared component's name>"
+        )
+    counts = dict.fromkeys(patterns, 0)
+    for name, parameter in model.named_parameters():
+        owner = component_of(owner_path(name), patterns)
+        if owner is not None:
+            counts[owner] += parameter.numel()
+    heads = sum(count for name, count in counts.items() if name != backbone)
+    if heads == 0:
+        raise ValueError(f"param_ratio: the components besides {backbone!r} hold no parameters")
+    return counts[backbone] / heads
 
 
 @WEIGHTINGS.register("adaptive")
