@@ -11,7 +11,7 @@ import yaml
 
 from adapmtl.cli import main
 from adapmtl.config import load_config
-from adapmtl.config_presets import CONFIG_DIR, presets, resolve_config
+from adapmtl.config_presets import CONFIG_DIR, preset_path, presets
 from adapmtl.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_the_clones_configs_are_the_packaged_presets():
 )
 def test_a_name_loads_the_packaged_file_with_its_base(spec, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # away from the clone's configs/
-    assert resolve_config(spec) == CONFIG_DIR / "nyuv2" / "resnet34_adapmtl.yaml"
+    assert preset_path(spec) == CONFIG_DIR / "nyuv2" / "resnet34_adapmtl.yaml"
     config = load_config(spec)
     # resnet34_adapmtl.yaml names only its method; the model and data come from its base.yaml
     own = yaml.safe_load((CONFIG_DIR / "nyuv2" / "resnet34_adapmtl.yaml").read_text())
@@ -54,7 +54,7 @@ def test_a_path_wins_over_a_preset_name(tmp_path, monkeypatch):
     mine = tmp_path / "nyuv2" / "resnet34_adapmtl.yaml"
     mine.parent.mkdir()
     mine.write_text("train: {iterations: 7}\n")
-    assert resolve_config("nyuv2/resnet34_adapmtl.yaml") == Path("nyuv2/resnet34_adapmtl.yaml")
+    assert preset_path("nyuv2/resnet34_adapmtl.yaml") == Path("nyuv2/resnet34_adapmtl.yaml")
     assert load_config("nyuv2/resnet34_adapmtl.yaml").train.iterations == 7
     # without the suffix no file exists, so the name reads the packaged preset
     assert load_config("nyuv2/resnet34_adapmtl").train.iterations != 7
@@ -71,7 +71,7 @@ def test_a_path_wins_over_a_preset_name(tmp_path, monkeypatch):
 def test_unknown_names_say_what_was_tried(spec, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="adapmtl config list") as err:
-        resolve_config(spec)
+        preset_path(spec)
     assert expected in str(err.value)
 
 

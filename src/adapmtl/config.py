@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from adapmtl.config_presets import resolve_config
+from adapmtl.config_presets import preset_path
 from adapmtl.errors import UserError
 from adapmtl.options import MAPPINGS, ConfigError, build_dataclass, check_options, coerce
 from adapmtl.registry import closest
@@ -428,7 +428,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     name a base config with ``base: other.yaml`` (relative to itself); its keys are merged under
     the file's own."""
     overrides = overrides or []
-    data = read_with_base(resolve_config(path)) if path is not None else {}
+    data = read_with_base(preset_path(path)) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
         return from_dict(data)

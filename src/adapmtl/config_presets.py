@@ -1,7 +1,7 @@
 """The preset configs shipped with the package (``adapmtl/configs/``), addressable by name.
 
 A preset's name is its path under that folder without ``.yaml``: ``nyuv2/resnet34_adapmtl``,
-``scenes/adapmtl_cpu``, ``suites/scenes_cpu``. :func:`resolve_config` turns a ``--config`` /
+``scenes/adapmtl_cpu``, ``suites/scenes_cpu``. :func:`preset_path` turns a ``--config`` /
 ``--suite`` argument into a file: an existing path is used as it is (a path always wins over a
 name); otherwise a preset name, written with or without ``.yaml`` and with or without the
 ``configs/`` of a clone's path, names the packaged file. ``base:`` includes are relative to the
@@ -61,7 +61,7 @@ def _preset_name(spec: str) -> str:
     return name.removeprefix("./").removeprefix("configs/")
 
 
-def resolve_config(spec: str | Path) -> Path:
+def preset_path(spec: str | Path) -> Path:
     """The config file ``spec`` names: the path itself when it exists, else the packaged preset
     of that name (module docstring). A :class:`UserError` names both readings and the closest
     presets when neither exists."""

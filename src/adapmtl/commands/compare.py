@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from adapmtl.commands.common import add_set_argument
-from adapmtl.config_presets import resolve_config
+from adapmtl.config_presets import preset_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.engine.suite_runner import run_suite
     from adapmtl.errors import UserError
 
-    suite = load_suite(resolve_config(args.suite), args.overrides)
+    suite = load_suite(preset_path(args.suite), args.overrides)
     if args.seeds:
         if len(set(args.seeds)) != len(args.seeds):
             raise UserError(f"--seeds has duplicates: {args.seeds}")

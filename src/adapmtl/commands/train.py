@@ -10,7 +10,7 @@ from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
 from adapmtl.config import Config, load_config
-from adapmtl.config_presets import resolve_config
+from adapmtl.config_presets import preset_path
 from adapmtl.errors import UserError
 
 
@@ -35,7 +35,7 @@ def default_run_dir(config: Path) -> Path:
     """``runs/<folder>/<name>`` for ``<folder>/<name>.yaml``: presets of the same name for
     different datasets (``configs/nyuv2/resnet34_dense.yaml``, ``configs/taskonomy/...``) get
     different run directories, which the presets' ``eval.reference`` paths name."""
-    path = resolve_config(config)  # a preset name counts by its packaged file
+    path = preset_path(config)  # a preset name counts by its packaged file
     return Path("runs") / path.resolve().parent.name / path.stem
 
 
