@@ -63,6 +63,9 @@ class DataConfig:
     batch_size: int = 16
     eval_batch_size: int = 16
     num_workers: int = 0
+    """DataLoader worker processes per training process (0: load in the training process)."""
+    prefetch_factor: int | None = None
+    """Batches each worker loads ahead (``null``: PyTorch's default, 2); needs workers."""
     options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for both splits (e.g. scenes ``size: [64, 64]``)."""
     train_options: dict[str, Any] = field(default_factory=dict)
@@ -219,6 +222,13 @@ def validate(config: Config) -> Config:
             "data.num_workers",
             config.data.num_workers >= 0,
             f"data.num_workers: expected >= 0, got {config.data.num_workers!r}",
+        ),
+        (
+            "data.prefetch_factor",
+            config.data.prefetch_factor is None
+            or (config.data.prefetch_factor > 0 and config.data.num_workers > 0),
+            "data.prefetch_factor: expected null, or > 0 with data.num_workers > 0, got "
+            f"{config.data.prefetch_factor!r} (num_workers {config.data.num_workers})",
         ),
     ]
     device = config.train.device
