@@ -43,7 +43,7 @@ def test_no_workers_means_no_persistence_and_no_prefetch_option(tiny_settings):
 
 def test_prefetch_needs_workers(tiny_settings):
     tiny_settings["data"]["prefetch_factor"] = 2
-    with pytest.raises(ConfigError, match="data.prefetch_factor.*num_workers 0"):
+    with pytest.raises(ConfigError, match=r"data\.prefetch_factor.*num_workers 0"):
         from_dict(tiny_settings)
 
 
