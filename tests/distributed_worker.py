@@ -7,15 +7,21 @@ preset); what each process ends with is saved to ``OUT/checks<r>.pt`` and
    iterations, with the session and Trainer of ``adapmtl train``: the replicas must end equal.
 3. ``split_invariant``: the tiny preset made independent of how a batch is split (no dropout,
    BatchNorm on its running statistics), 12 iterations: must equal one process up to rounding.
-4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``."""
+4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``.
+5. ``resumed``: run 2 continued to 8 iterations by two processes, each reading ``last.pt``.
+6. ``diverge``: SNIP with one more weight pruned on rank 1 only: both processes stop."""
 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,7 +35,7 @@ from adapmtl.engine.evaluate import evaluate
 from adapmtl.engine.sampling import ShardedEvalSampler
 from adapmtl.engine.trainer import Trainer
 from adapmtl.errors import UserError
-from adapmtl.sparsity import freeze_masks, thresholds
+from adapmtl.sparsity import current_masks, freeze_masks, set_masks, thresholds
 
 SETTINGS = {
     "model": {
@@ -123,15 +129,71 @@ def check_synchronisation(dist: Distributed, out: Path) -> None:
     seen["wraps"] = parallel.wraps
     seen["grad_after_freeze"] = gradients(model)
 
-    # a decision taken on one rank only is caught before DDP could hang or diverge
+    # no buffer travels with a forward pass: each rank keeps its own BatchNorm statistics until
+    # sync_buffers gives it rank 0's
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    norm.running_mean.fill_(float(dist.rank))
+    model.eval()
+    parallel(images[mine])
+    seen["running_mean_after_forward"] = norm.running_mean.clone()
+    parallel.sync_buffers()
+    seen["running_mean_after_sync"] = norm.running_mean.clone()
+    model.train()
+
+    # a mask change (the same on every rank) needs no re-wrap; the agreement vectors match
+    masks = current_masks(model)
+    path = next(iter(masks))
+    fewer = masks[path].clone()
+    fewer.view(-1)[: fewer.numel() // 2] = False
+    set_masks(model, {path: fewer})
+    parallel(images[mine])
+    seen["wraps_after_mask_change"] = parallel.wraps
+    seen["agreement_same"] = parallel.disagreement(dist.sum(parallel.agreement())).item()
+    # a mask changed on rank 0 only is seen in the summed agreement vectors
     if dist.rank == 0:
-        next(model.parameters()).requires_grad_(False)
-    try:
-        parallel(images[mine])
-        seen["divergent"] = None
-    except UserError as err:
-        seen["divergent"] = str(err)
+        fewer = fewer.clone()
+        fewer.view(-1)[fewer.numel() // 2 :] = False
+        set_masks(model, {path: fewer})
+    parallel(images[mine])
+    seen["agreement_diverged"] = parallel.disagreement(dist.sum(parallel.agreement())).item()
+
+    # rank 0's tensors reach every rank as tensors: nothing holding a tensor is pickled
+    with record_pickled() as pickled:
+        shared = dist.broadcast_tensors(
+            {"mask": torch.rand(5) > 0.5 if dist.rank else torch.ones(5, dtype=torch.bool)}
+        )
+        state = {"w": [torch.full((2, 3), float(dist.rank)), 4 + dist.rank], "t": (dist.rank,)}
+        seen["shared_state"] = dist.broadcast_state(state, torch.device("cpu"))
+    seen["shared_mask"] = shared["mask"]
+    seen["pickled_tensors"] = holds_tensors(pickled)
     torch.save(seen, out / f"checks{dist.rank}.pt")
+
+
+def holds_tensors(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(holds_tensors(v) for v in value)
+    return False
+
+
+@contextmanager
+def record_pickled() -> Iterator[list]:
+    """Every object broadcast with broadcast_object_list meanwhile (rank 0's, as sent)."""
+    seen: list = []
+    original = torch.distributed.broadcast_object_list
+
+    def recording(objects, *args, **kwargs):
+        seen.extend(objects)
+        return original(objects, *args, **kwargs)
+
+    torch.distributed.broadcast_object_list = recording
+    try:
+        yield seen
+    finally:
+        torch.distributed.broadcast_object_list = original
 
 
 class SplitInvariantTrainer(Trainer):
@@ -195,12 +257,56 @@ def skip_on_one_rank(dist: Distributed, config_path: str, out: Path) -> None:
     torch.save(final, out / f"rank{dist.rank}.pt")
 
 
+class MaskOnRankOne(Trainer):
+    """Rank 1 alone prunes one more weight before the third step."""
+
+    def train_step(self, batch):
+        if self.iteration == 2 and self.dist.rank == 1:
+            path, mask = next(iter(current_masks(self.model).items()))
+            mask = mask.clone()
+            mask.view(-1)[mask.view(-1).nonzero()[0]] = False
+            set_masks(self.model, {path: mask})
+        return super().train_step(batch)
+
+
+def diverge_on_one_rank(dist: Distributed, config_path: str, out: Path) -> None:
+    settings = yaml.safe_load(Path(config_path).read_text())
+    config = from_dict({**settings, "method": {"name": "snip", "target": 0.5}})
+    trainer = MaskOnRankOne(config, out, verbose=False, dist=dist)
+    try:
+        trainer.fit()
+        seen = None
+    except UserError as err:
+        seen = (trainer.iteration, str(err))
+    torch.save(seen, out / f"rank{dist.rank}.pt")
+
+
+def resume_with_two(dist: Distributed, config_path: str, run: Path, out: Path) -> None:
+    """Continue the 6-iteration run to 8 with two processes, each reading last.pt itself."""
+    if dist.is_main:
+        shutil.copytree(run, out)
+    dist.barrier()
+    config = load_config(config_path, ["train.iterations=8"])
+    with record_pickled() as pickled:
+        trainer = Trainer(config, out, resume=True, verbose=False, dist=dist)
+    start = trainer.iteration
+    trainer.fit()
+    final = {
+        "start": start,
+        "model": trainer.model.state_dict(),
+        "pickled_tensors": holds_tensors(pickled),
+    }
+    torch.save(final, out / f"rank{dist.rank}.pt")
+
+
 def main(config_path: str, out: str) -> None:
     torch.set_num_threads(1)
     with session("cpu") as dist:
         check_synchronisation(dist, Path(out))
         plain = load_config(config_path, ["train.iterations=6"])
         train(dist, Trainer, plain, Path(out) / "run")
+        resume_with_two(dist, config_path, Path(out) / "run", Path(out) / "resumed")
+        diverge_on_one_rank(dist, config_path, Path(out) / "diverge")
         split_invariant = load_config(config_path, SPLIT_INVARIANT)
         train(dist, SplitInvariantTrainer, split_invariant, Path(out) / "split_invariant")
         skip_on_one_rank(dist, config_path, Path(out) / "skip")

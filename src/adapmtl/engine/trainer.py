@@ -73,6 +73,11 @@ from adapmtl.sparsity import is_sparsified, overall_sparsity, report
 from adapmtl.sparsity.target import target_fields
 from adapmtl.tasks.score import load_reference, normalised_score
 
+SHARED = (
+    " (every process reads checkpoints itself: under torchrun on several machines the run "
+    "directory and --init-from must be on a file system they share, docs/distributed.md)"
+)
+
 
 def _validation_text(results: dict[str, Any]) -> str:
     """``seg miou 0.3296, depth abs_err 2.349, ΔT -12.34 %``: each task's main metric (its
@@ -116,7 +121,8 @@ class Trainer:
             )
         resume_state = None
         if resume:
-            resume_state = self.dist.on_main(self._read_last_checkpoint)
+            self.dist.on_main(lambda: prepare_run_dir(self.run_dir, resume=True, overwrite=False))
+            resume_state = self.dist.each(lambda: load_checkpoint(self.run_dir / "last.pt"), SHARED)
         self.config = config
         self.device = self.dist.device(config.train.device)
         if config.train.threads is not None:
@@ -134,7 +140,7 @@ class Trainer:
         self.method = build_run_method(config)
         init_state = None
         if init_from is not None:
-            init_state = self.dist.on_main(lambda: load_checkpoint(init_from))
+            init_state = self.dist.each(lambda: load_checkpoint(init_from), SHARED)
         self.method.prepare(self.model)
         if init_state is not None:
             init_from_run(self.model, init_state, Path(init_from))
@@ -187,11 +193,8 @@ class Trainer:
             task_losses=self._task_losses,
             reset_optimizer=self._reset_optimizer,
             device=self.device,
+            share=self.dist.broadcast_tensors,
         )
-
-    def _read_last_checkpoint(self) -> dict[str, Any]:
-        prepare_run_dir(self.run_dir, resume=True, overwrite=False)
-        return load_checkpoint(self.run_dir / "last.pt")
 
     def _finished_results(self) -> dict[str, Any] | None:
         """results.json when the checkpoint is at ``train.iterations`` and results.json
@@ -274,18 +277,29 @@ class Trainer:
 
     def _synchronise(
         self, losses: torch.Tensor, problems: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The mean of every process's task losses (what the weighting sees, so all processes
-        compute the same task weights), and the counts over the processes of the stop requests
-        per signal followed by the target problems per task. Both stay on the device, unread:
-        one all-reduce per step."""
+        compute the same task weights), the counts over the processes of the stop requests
+        per signal followed by the target problems per task, and how far the processes disagree
+        on the model's structure and masks (zero when they agree,
+        :meth:`ParallelModel.disagreement`). All stay on the device, unread: one all-reduce per
+        step."""
         stops = torch.tensor(self.stop_request.vector(), dtype=torch.float64, device=losses.device)
         counts = torch.cat([stops, problems.double()])
         if not self.dist.enabled:
-            return losses, counts
-        total = self.dist.sum(torch.cat([losses.double(), counts]))
-        mean = (total[: len(losses)] / self.dist.world_size).to(losses.dtype)
-        return mean, total[len(losses) :]
+            return losses, counts, torch.zeros((), dtype=torch.float64, device=losses.device)
+        agreement = self.parallel.agreement()
+        total = self.dist.sum(torch.cat([losses.double(), counts, agreement]))
+        tasks, end = len(losses), len(losses) + len(counts)
+        mean = (total[:tasks] / self.dist.world_size).to(losses.dtype)
+        return mean, total[tasks:end], self.parallel.disagreement(total[end:])
+
+    def _check_agreement(self, disagreement: float) -> None:
+        if disagreement:
+            raise UserError(
+                "the processes disagree on the trainable parameters or masks (a pruning "
+                f"decision taken on some processes only, by iteration {self.iteration}); stopping"
+            )
 
     def _gradient_bound(self) -> torch.Tensor:
         """The largest |gradient| of the model (NaN or Inf when one is not finite), computed with
@@ -365,7 +379,11 @@ class Trainer:
         self.model.train()
         losses = self._task_losses(batch, self.parallel, check_values=False)
         vector = torch.stack(list(losses.values()))
-        mean, counts = self._synchronise(vector.detach(), self._target_problems(batch[1]))
+        mean, counts, disagreement = self._synchronise(
+            vector.detach(), self._target_problems(batch[1])
+        )
+        if self.parallel.rewrapped:  # before DDP's backward could wait on another parameter list
+            self._check_agreement(self.read(disagreement[None])[0])
         skip = self.config.train.on_nonfinite == "skip"
         weighting_state = self.weighting.state_dict() if skip else None
         weights = self.weighting.update(mean, validate=False).to(vector)
@@ -373,7 +391,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         logged = weights.detach() if self._logs_at(self.iteration + 1) else None
-        health = StepHealth.read(self.read, mean, counts, self._gradient_bound(), logged)
+        health = StepHealth.read(
+            self.read, mean, counts, disagreement, self._gradient_bound(), logged
+        )
+        self._check_agreement(health.disagreement)
         self.stop_signal = StopRequest.signal_of(health.stops)
         problem = self._problem(health, batch)
         if problem is not None:
@@ -435,7 +456,7 @@ class Trainer:
         method state goes to every process, its weights and masks with the first DDP wrap."""
         if not self.dist.enabled:
             return
-        state = self.dist.broadcast(self.method.state_dict())
+        state = self.dist.broadcast_state(self.method.state_dict(), self.device)
         if not self.dist.is_main:
             self.method.load_state_dict(state)
 
