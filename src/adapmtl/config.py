@@ -119,6 +119,12 @@ class TrainConfig:
     """torch intra-op threads (``null`` = torch's default)."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """What a NaN/Inf loss does: stop the run, or skip the step and count it."""
+    autocast: Literal["bf16", "fp16"] | None = None
+    """Mixed precision for the training forward pass (``null``: float32). ``fp16`` scales the
+    loss (a GradScaler); thresholds, losses and the optimizer stay in float32."""
+    cudnn_benchmark: bool = False
+    """Let cuDNN time its convolution algorithms for the run's shapes (CUDA; not with
+    ``deterministic``)."""
 
 
 @dataclass
@@ -231,6 +237,14 @@ def validate(config: Config) -> Config:
             f"{config.data.prefetch_factor!r} (num_workers {config.data.num_workers})",
         ),
     ]
+    checks.append(
+        (
+            "train.cudnn_benchmark",
+            not (config.train.cudnn_benchmark and config.train.deterministic),
+            "train.cudnn_benchmark: true picks convolution algorithms by timing, which differs "
+            "between runs; it cannot be combined with train.deterministic: true",
+        )
+    )
     device = config.train.device
     checks.append(
         (

@@ -57,6 +57,7 @@ from adapmtl.engine.interrupt import (
 )
 from adapmtl.engine.loaders import RunLoaders, to_device
 from adapmtl.engine.logging import RunLogger
+from adapmtl.engine.precision import Precision
 from adapmtl.engine.reach import check_threshold_reach
 from adapmtl.engine.state import (
     check_resumable,
@@ -132,6 +133,9 @@ class Trainer:
             # is created, so set before the model reaches the GPU); a no-op on the CPU
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
+        self.precision = Precision(config.train.autocast, self.device)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
 
@@ -260,7 +264,8 @@ class Trainer:
         the host: a non-finite prediction gives a non-finite loss, which the step's health check
         catches, and invalid targets are reported by :meth:`_target_problems`."""
         images, targets = batch
-        outputs = (forward or self.model)(images)
+        # the training step runs in mixed precision when configured; losses are float32
+        outputs = self.model(images) if forward is None else self.precision.forward(forward, images)
         losses = {}
         for name, task in self.tasks.items():
             if not check_values:
@@ -389,22 +394,28 @@ class Trainer:
         weights = self.weighting.update(mean, validate=False).to(vector)
         total = (weights * vector).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.precision.backward(total, self.optimizer)
         logged = weights.detach() if self._logs_at(self.iteration + 1) else None
         health = StepHealth.read(
             self.read, mean, counts, disagreement, self._gradient_bound(), logged
         )
         self._check_agreement(health.disagreement)
         self.stop_signal = StopRequest.signal_of(health.stops)
+        overflow = not math.isfinite(health.gradient_bound) and not any(health.problems)
+        if overflow and health.losses_finite and self.precision.overflow():
+            self.optimizer.zero_grad(set_to_none=True)  # fp16 overflow: a smaller scale next
+            return {}
         problem = self._problem(health, batch)
         if problem is not None:
             if weighting_state is not None and not health.losses_finite:
                 self.weighting.load_state_dict(weighting_state)
             self.optimizer.zero_grad(set_to_none=True)
+            self.precision.stepped()
             self._nonfinite(problem)
             return None
         self.method.after_backward(self.context, self.iteration)
         self.optimizer.step()
+        self.precision.stepped()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
         return health.scalars(list(self.tasks))
@@ -574,6 +585,7 @@ class Trainer:
             rng_per_rank=rng_per_rank,
             best=self.best,
             skipped_steps=self.skipped_steps,
+            scaler=self.precision.state_dict(),
         )
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -592,3 +604,4 @@ class Trainer:
         restore_rng(state["rng"], self.dist, self.device, self.config.train.seed, self.iteration)
         self.best = state["best"]
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.precision.load_state_dict(state.get("scaler"))
