@@ -53,6 +53,11 @@ def _raise_on_main() -> None:
     raise UserError("output directory is not writable (seen by rank 0)")
 
 
+def _fail_on_rank_one(dist: Distributed) -> None:
+    if dist.rank == 1:
+        raise UserError("checkpoint /not/shared/last.pt does not exist")
+
+
 def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -77,6 +82,16 @@ def check_synchronisation(dist: Distributed, out: Path) -> None:
         seen["on_main"] = ("MainRankError", str(err))
     except UserError as err:
         seen["on_main"] = ("UserError", str(err))
+
+    # every rank runs it; rank 1's error stops both, rank 0 naming rank 1
+    try:
+        dist.each(lambda: _fail_on_rank_one(dist), " (a hint)")
+        seen["each"] = None
+    except MainRankError as err:
+        seen["each"] = ("MainRankError", str(err))
+    except UserError as err:
+        seen["each"] = ("UserError", str(err))
+    seen["each_ok"] = dist.each(lambda: 10 + dist.rank)
 
     # values that differ between ranks are caught; equal ones pass
     dist.check_same({"a": 1}, "a value equal everywhere")

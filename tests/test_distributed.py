@@ -88,6 +88,14 @@ def test_each_synchronisation_point_matches_one_process(two_processes):
         expected = "UserError" if rank == 0 else "MainRankError"
         assert checks["on_main"] == (expected, "output directory is not writable (seen by rank 0)")
         assert "the rank number differs between processes" in checks["check_same"]
+        # a file every rank reads: rank 1's failure stops both, rank 0 names the rank
+        message = "checkpoint /not/shared/last.pt does not exist"
+        if rank == 0:
+            expected = ("UserError", f"process 1 of 2: {message} (a hint)")
+        else:
+            expected = ("MainRankError", message)
+        assert checks["each"] == expected
+        assert checks["each_ok"] == 10 + rank
         # sharded evaluation with summed statistics = one process over the whole split
         sharded, single = checks["eval_sharded"], checks["eval_single"]
         assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-12)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -98,6 +99,8 @@ class Distributed:
             wire = torch.uint8 if dtype == torch.bool else dtype
             flat = torch.cat([t.detach().reshape(-1).to(_collective_device(), wire) for t in group])
             torch_dist.broadcast(flat, src=0)
+            if self.is_main:
+                continue
             with torch.no_grad():
                 for tensor, part in zip(group, flat.split([t.numel() for t in group]), strict=True):
                     tensor.copy_(part.view(tensor.shape))
@@ -348,6 +351,7 @@ def state_buffers(model: nn.Module) -> list[torch.Tensor]:
 
 
 _CHUNK = 2**16
+_DDP_OPTIONS = inspect.signature(DistributedDataParallel.__init__).parameters
 
 
 def _chunks(value: int, count: int) -> list[int]:
@@ -412,11 +416,17 @@ class ParallelModel:
         return self._ddp(images)
 
     def _wrap(self, *, first: bool) -> Any:
+        options: dict[str, Any] = {"init_sync": first}
+        if "forward_sync_buffers" in _DDP_OPTIONS:  # its init sync still sends the buffers
+            options["forward_sync_buffers"] = False
+        else:  # PyTorch < 2.13, where broadcast_buffers=False leaves them out of the init sync
+            options["broadcast_buffers"] = False
+            if first:
+                self.dist.broadcast_into([b for b in self.model.buffers() if b.numel()])
         return DistributedDataParallel(
             self.model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            forward_sync_buffers=False,
-            init_sync=first,
+            **options,
         )
 
     def _note_masks(self) -> None:
