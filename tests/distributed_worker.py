@@ -9,7 +9,8 @@ preset); what each process ends with is saved to ``OUT/checks<r>.pt`` and
    BatchNorm on its running statistics), 12 iterations: must equal one process up to rounding.
 4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``.
 5. ``resumed``: run 2 continued to 8 iterations by two processes, each reading ``last.pt``.
-6. ``diverge``: SNIP with one more weight pruned on rank 1 only: both processes stop."""
+6. ``diverge``: SNIP with one more weight pruned on rank 1 only: both processes stop.
+7. ``disparse``: DiSparse dynamic, its regrowth shared from rank 0 at every update."""
 
 from __future__ import annotations
 
@@ -235,6 +236,50 @@ class SplitInvariantTrainer(Trainer):
 SPLIT_INVARIANT = ["model.options.dropout=0.0"]
 
 
+# every collective but the all-reduces (the step's one and DDP's gradient buckets)
+OTHER_COLLECTIVES = (
+    "broadcast", "_broadcast_coalesced", "all_gather", "all_gather_object",
+    "broadcast_object_list",
+)  # fmt: skip
+
+
+@contextmanager
+def count_collectives() -> Iterator[list[str]]:
+    """The names of the other collectives called meanwhile (DDP calls them through
+    ``torch.distributed`` too)."""
+    seen: list[str] = []
+    originals = {name: getattr(torch.distributed, name) for name in OTHER_COLLECTIVES}
+
+    def recording(name, original):
+        def call(*args, **kwargs):
+            seen.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(torch.distributed, name, recording(name, original))
+    try:
+        yield seen
+    finally:
+        for name, original in originals.items():
+            setattr(torch.distributed, name, original)
+
+
+class CountingTrainer(Trainer):
+    """Records the collectives other than all-reduces of every training step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.collectives: list[list[str]] = []
+
+    def train_step(self, batch):
+        with count_collectives() as seen:
+            scalars = super().train_step(batch)
+        self.collectives.append(seen)
+        return scalars
+
+
 def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
     trainer = trainer_class(config, out, verbose=False, dist=dist)
     results = trainer.fit()
@@ -244,6 +289,7 @@ def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
         "task_weights": trainer.weighting.weights,
         "method": trainer.method.state_dict(),
         "wraps": trainer.parallel.wraps,
+        "collectives": getattr(trainer, "collectives", None),
         "results": results,
     }
     torch.save(final, out / f"rank{dist.rank}.pt")
@@ -319,8 +365,13 @@ def main(config_path: str, out: str) -> None:
     with session("cpu") as dist:
         check_synchronisation(dist, Path(out))
         plain = load_config(config_path, ["train.iterations=6"])
-        train(dist, Trainer, plain, Path(out) / "run")
+        train(dist, CountingTrainer, plain, Path(out) / "run")
         resume_with_two(dist, config_path, Path(out) / "run", Path(out) / "resumed")
+        settings = yaml.safe_load(Path(config_path).read_text())
+        dynamic = {"mode": "dynamic", "update_every": 2}
+        disparse = {"name": "disparse", "target": 0.5, "options": dynamic}
+        disparse_config = from_dict({**settings, "method": disparse})
+        train(dist, CountingTrainer, disparse_config, Path(out) / "disparse")
         diverge_on_one_rank(dist, config_path, Path(out) / "diverge")
         split_invariant = load_config(config_path, SPLIT_INVARIANT)
         train(dist, SplitInvariantTrainer, split_invariant, Path(out) / "split_invariant")

@@ -146,6 +146,11 @@ def test_two_processes_end_identical(two_processes):
     # trainable parameters as they were, so the model is wrapped once (the paper recipe's
     # re-wrap is checked above)
     assert rank0["wraps"] == rank1["wraps"] == 1
+    # no buffer broadcast and no structure all-gather per step: the first step's wrap sends
+    # rank 0's parameters and buffers once, then the steps make all-reduces only
+    for rank in (rank0, rank1):
+        assert rank["collectives"][0] == ["_broadcast_coalesced"]
+        assert rank["collectives"][1:] == [[]] * 5, rank["collectives"]
     assert abs(rank0["results"]["sparsity"]["overall"]["sparsity"] - 0.5) <= 0.005
     # only rank 0 wrote the run, and its checkpoint holds the replicas' weights
     state = load_checkpoint(run / "last.pt")
@@ -179,6 +184,20 @@ def test_two_processes_resume_each_reading_the_checkpoint(two_processes):
     for key, value in rank0["model"].items():
         assert torch.equal(value, rank1["model"][key]), key
     assert load_checkpoint(two_processes / "resumed" / "last.pt")["iteration"] == 8
+
+
+def test_dynamic_sparse_training_keeps_the_replicas_identical_without_rewrapping(two_processes):
+    rank0, rank1 = load_ranks(two_processes / "disparse")
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    summary = rank0["results"]["method"]
+    assert summary["updates"] >= 3 and summary["fixed_at"] is not None
+    assert rank0["wraps"] == rank1["wraps"] == 1
+    # each update sends rank 0's regrowth once (one broadcast per dtype: the boolean masks)
+    broadcasts = [steps.count("broadcast") for steps in rank0["collectives"]]
+    assert sum(broadcasts) == summary["updates"], broadcasts
+    allowed = {"broadcast", "_broadcast_coalesced"}  # the latter: the first wrap's only
+    assert all(set(steps) <= allowed for steps in rank0["collectives"])
 
 
 def test_a_mask_changed_on_one_process_stops_both(two_processes):
