@@ -10,7 +10,9 @@ preset); what each process ends with is saved to ``OUT/checks<r>.pt`` and
 4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``.
 5. ``resumed``: run 2 continued to 8 iterations by two processes, each reading ``last.pt``.
 6. ``diverge``: SNIP with one more weight pruned on rank 1 only: both processes stop.
-7. ``disparse``: DiSparse dynamic, its regrowth shared from rank 0 at every update."""
+7. ``disparse``: DiSparse dynamic, its regrowth shared from rank 0 at every update.
+8. ``paper``: the paper recipe (thresholds learnt through the optimizer): re-wrapped at the
+   freeze by the trainer."""
 
 from __future__ import annotations
 
@@ -372,6 +374,12 @@ def main(config_path: str, out: str) -> None:
         disparse = {"name": "disparse", "target": 0.5, "options": dynamic}
         disparse_config = from_dict({**settings, "method": disparse})
         train(dist, CountingTrainer, disparse_config, Path(out) / "disparse")
+        paper = {
+            **settings["method"],
+            "options": {**settings["method"]["options"], "recipe": "paper"},
+        }
+        paper_config = from_dict({**settings, "method": paper})
+        train(dist, CountingTrainer, paper_config, Path(out) / "paper")
         diverge_on_one_rank(dist, config_path, Path(out) / "diverge")
         split_invariant = load_config(config_path, SPLIT_INVARIANT)
         train(dist, SplitInvariantTrainer, split_invariant, Path(out) / "split_invariant")

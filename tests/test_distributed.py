@@ -200,6 +200,17 @@ def test_dynamic_sparse_training_keeps_the_replicas_identical_without_rewrapping
     assert all(set(steps) <= allowed for steps in rank0["collectives"])
 
 
+def test_the_paper_recipe_is_rewrapped_at_the_freeze_and_stays_identical(two_processes):
+    rank0, rank1 = load_ranks(two_processes / "paper")
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    assert rank0["method"]["controller"]["frozen_at"] is not None
+    assert rank0["wraps"] == rank1["wraps"] == 2
+    # the re-wrap sends nothing: only the first step's wrap broadcasts
+    assert rank0["collectives"][0] == ["_broadcast_coalesced"]
+    assert not any(rank0["collectives"][1:])
+
+
 def test_a_mask_changed_on_one_process_stops_both(two_processes):
     seen = [torch.load(two_processes / "diverge" / f"rank{r}.pt") for r in (0, 1)]
     for iteration, message in seen:
