@@ -13,7 +13,9 @@ Checks, each a row of the table:
 * ``deterministic resume`` — ``train.deterministic: true``: a run stopped half-way (as SIGTERM
   does) and resumed ends with exactly the weights of an uninterrupted run;
 * ``torchrun nccl x2`` — the adapmtl run under ``torchrun --nproc_per_node=2`` (two GPUs);
-* ``autocast`` — skipped: the trainer has no mixed-precision option yet.
+* ``autocast <dtype>`` — the adapmtl run under ``train.autocast`` (bf16 where the device supports
+  it, else fp16 with its loss scale): finite losses, float32 weights and thresholds, its step
+  time against the float32 adapmtl row and its host synchronisations per step.
 
 Exit status 0 when every check that ran passed. ``--tiny`` swaps in the CPU-sized model and
 small images, for the test suite.
@@ -22,6 +24,8 @@ small images, for the test suite.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import signal
 import statistics
 import subprocess
@@ -137,7 +141,9 @@ def guarded(name: str, rows: list[Row], check: Callable[[], Row]) -> None:
         rows.append(Row(name, "FAIL", f"{type(err).__name__}: {err}"[:200]))
 
 
-def check_methods(args: argparse.Namespace, data: Path, work: Path, rows: list[Row]) -> None:
+def check_methods(
+    args: argparse.Namespace, data: Path, work: Path, rows: list[Row]
+) -> dict[str, float]:
     times: dict[str, float] = {}
     for method in METHODS:
 
@@ -157,6 +163,7 @@ def check_methods(args: argparse.Namespace, data: Path, work: Path, rows: list[R
         rows.append(Row("soft-threshold overhead", "INFO", f"{ratio:.2f}x dense step time"))
     else:
         rows.append(Row("soft-threshold overhead", "SKIP", "needs the dense and adapmtl rows"))
+    return times
 
 
 def check_deterministic_resume(args: argparse.Namespace, data: Path, work: Path) -> Row:
@@ -176,6 +183,22 @@ def check_deterministic_resume(args: argparse.Namespace, data: Path, work: Path)
     if differing:
         return Row("deterministic resume", "FAIL", f"{len(differing)} tensors differ")
     return Row("deterministic resume", "PASS", f"stopped at {half}, resumed: weights identical")
+
+
+def check_autocast(args: argparse.Namespace, data: Path, work: Path, fp32_ms: float | None) -> Row:
+    bf16 = args.device == "cpu" or torch.cuda.is_bf16_supported()
+    dtype = "bf16" if bf16 else "fp16"
+    name = f"autocast {dtype}"
+    config = load_config(PRESET, [*settings(args, data, "adapmtl"), f"train.autocast={dtype}"])
+    trainer = train(config, work / "autocast")
+    results = json.loads((work / "autocast" / "results.json").read_text())
+    if not all(math.isfinite(v) for v in results["loss"].values()):
+        return Row(name, "FAIL", f"validation losses {results['loss']}")
+    if any(p.dtype != torch.float32 for p in trainer.model.parameters()):
+        return Row(name, "FAIL", "a weight or threshold left float32")
+    ms = median_ms(trainer)
+    versus = f" ({ms / fp32_ms:.2f}x float32)" if fp32_ms else ""
+    return Row(name, "PASS", f"{ms:.1f} ms/step{versus}, {trainer.syncs} syncs/step")
 
 
 def check_torchrun(args: argparse.Namespace, data: Path, work: Path) -> Row:
@@ -229,10 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             size = 32 if args.tiny else args.size
             write_scenes("nyuv2-adashare", data, n=args.images, size=(size, size), n_test=4)
         rows: list[Row] = []
-        check_methods(args, data, work, rows)
+        times = check_methods(args, data, work, rows)
         guarded("deterministic resume", rows, lambda: check_deterministic_resume(args, data, work))
         guarded("torchrun nccl x2", rows, lambda: check_torchrun(args, data, work))
-        rows.append(Row("autocast", "SKIP", "the trainer has no mixed-precision option yet"))
+        fp32 = times.get("adapmtl")
+        guarded("autocast", rows, lambda: check_autocast(args, data, work, fp32))
     name = f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""
     print(f"device {args.device}{name}")
     print(table(rows))

@@ -7,15 +7,24 @@ preset); what each process ends with is saved to ``OUT/checks<r>.pt`` and
    iterations, with the session and Trainer of ``adapmtl train``: the replicas must end equal.
 3. ``split_invariant``: the tiny preset made independent of how a batch is split (no dropout,
    BatchNorm on its running statistics), 12 iterations: must equal one process up to rounding.
-4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``."""
+4. ``skip``: a NaN loss on rank 1 only, with ``train.on_nonfinite: skip``.
+5. ``resumed``: run 2 continued to 8 iterations by two processes, each reading ``last.pt``.
+6. ``diverge``: SNIP with one more weight pruned on rank 1 only: both processes stop.
+7. ``disparse``: DiSparse dynamic, its regrowth shared from rank 0 at every update.
+8. ``paper``: the paper recipe (thresholds learnt through the optimizer): re-wrapped at the
+   freeze by the trainer."""
 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,7 +38,7 @@ from adapmtl.engine.evaluate import evaluate
 from adapmtl.engine.sampling import ShardedEvalSampler
 from adapmtl.engine.trainer import Trainer
 from adapmtl.errors import UserError
-from adapmtl.sparsity import freeze_masks, thresholds
+from adapmtl.sparsity import current_masks, freeze_masks, set_masks, thresholds
 
 SETTINGS = {
     "model": {
@@ -45,6 +54,11 @@ SETTINGS = {
 
 def _raise_on_main() -> None:
     raise UserError("output directory is not writable (seen by rank 0)")
+
+
+def _fail_on_rank_one(dist: Distributed) -> None:
+    if dist.rank == 1:
+        raise UserError("checkpoint /not/shared/last.pt does not exist")
 
 
 def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -71,6 +85,16 @@ def check_synchronisation(dist: Distributed, out: Path) -> None:
         seen["on_main"] = ("MainRankError", str(err))
     except UserError as err:
         seen["on_main"] = ("UserError", str(err))
+
+    # every rank runs it; rank 1's error stops both, rank 0 naming rank 1
+    try:
+        dist.each(lambda: _fail_on_rank_one(dist), " (a hint)")
+        seen["each"] = None
+    except MainRankError as err:
+        seen["each"] = ("MainRankError", str(err))
+    except UserError as err:
+        seen["each"] = ("UserError", str(err))
+    seen["each_ok"] = dist.each(lambda: 10 + dist.rank)
 
     # values that differ between ranks are caught; equal ones pass
     dist.check_same({"a": 1}, "a value equal everywhere")
@@ -123,15 +147,71 @@ def check_synchronisation(dist: Distributed, out: Path) -> None:
     seen["wraps"] = parallel.wraps
     seen["grad_after_freeze"] = gradients(model)
 
-    # a decision taken on one rank only is caught before DDP could hang or diverge
+    # no buffer travels with a forward pass: each rank keeps its own BatchNorm statistics until
+    # sync_buffers gives it rank 0's
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    norm.running_mean.fill_(float(dist.rank))
+    model.eval()
+    parallel(images[mine])
+    seen["running_mean_after_forward"] = norm.running_mean.clone()
+    parallel.sync_buffers()
+    seen["running_mean_after_sync"] = norm.running_mean.clone()
+    model.train()
+
+    # a mask change (the same on every rank) needs no re-wrap; the agreement vectors match
+    masks = current_masks(model)
+    path = next(iter(masks))
+    fewer = masks[path].clone()
+    fewer.view(-1)[: fewer.numel() // 2] = False
+    set_masks(model, {path: fewer})
+    parallel(images[mine])
+    seen["wraps_after_mask_change"] = parallel.wraps
+    seen["agreement_same"] = parallel.disagreement(dist.sum(parallel.agreement())).item()
+    # a mask changed on rank 0 only is seen in the summed agreement vectors
     if dist.rank == 0:
-        next(model.parameters()).requires_grad_(False)
-    try:
-        parallel(images[mine])
-        seen["divergent"] = None
-    except UserError as err:
-        seen["divergent"] = str(err)
+        fewer = fewer.clone()
+        fewer.view(-1)[fewer.numel() // 2 :] = False
+        set_masks(model, {path: fewer})
+    parallel(images[mine])
+    seen["agreement_diverged"] = parallel.disagreement(dist.sum(parallel.agreement())).item()
+
+    # rank 0's tensors reach every rank as tensors: nothing holding a tensor is pickled
+    with record_pickled() as pickled:
+        shared = dist.broadcast_tensors(
+            {"mask": torch.rand(5) > 0.5 if dist.rank else torch.ones(5, dtype=torch.bool)}
+        )
+        state = {"w": [torch.full((2, 3), float(dist.rank)), 4 + dist.rank], "t": (dist.rank,)}
+        seen["shared_state"] = dist.broadcast_state(state, torch.device("cpu"))
+    seen["shared_mask"] = shared["mask"]
+    seen["pickled_tensors"] = holds_tensors(pickled)
     torch.save(seen, out / f"checks{dist.rank}.pt")
+
+
+def holds_tensors(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(holds_tensors(v) for v in value)
+    return False
+
+
+@contextmanager
+def record_pickled() -> Iterator[list]:
+    """Every object broadcast with broadcast_object_list meanwhile (rank 0's, as sent)."""
+    seen: list = []
+    original = torch.distributed.broadcast_object_list
+
+    def recording(objects, *args, **kwargs):
+        seen.extend(objects)
+        return original(objects, *args, **kwargs)
+
+    torch.distributed.broadcast_object_list = recording
+    try:
+        yield seen
+    finally:
+        torch.distributed.broadcast_object_list = original
 
 
 class SplitInvariantTrainer(Trainer):
@@ -158,6 +238,50 @@ class SplitInvariantTrainer(Trainer):
 SPLIT_INVARIANT = ["model.options.dropout=0.0"]
 
 
+# every collective but the all-reduces (the step's one and DDP's gradient buckets)
+OTHER_COLLECTIVES = (
+    "broadcast", "_broadcast_coalesced", "all_gather", "all_gather_object",
+    "broadcast_object_list",
+)  # fmt: skip
+
+
+@contextmanager
+def count_collectives() -> Iterator[list[str]]:
+    """The names of the other collectives called meanwhile (DDP calls them through
+    ``torch.distributed`` too)."""
+    seen: list[str] = []
+    originals = {name: getattr(torch.distributed, name) for name in OTHER_COLLECTIVES}
+
+    def recording(name, original):
+        def call(*args, **kwargs):
+            seen.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(torch.distributed, name, recording(name, original))
+    try:
+        yield seen
+    finally:
+        for name, original in originals.items():
+            setattr(torch.distributed, name, original)
+
+
+class CountingTrainer(Trainer):
+    """Records the collectives other than all-reduces of every training step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.collectives: list[list[str]] = []
+
+    def train_step(self, batch):
+        with count_collectives() as seen:
+            scalars = super().train_step(batch)
+        self.collectives.append(seen)
+        return scalars
+
+
 def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
     trainer = trainer_class(config, out, verbose=False, dist=dist)
     results = trainer.fit()
@@ -167,6 +291,7 @@ def train(dist: Distributed, trainer_class: type, config, out: Path) -> None:
         "task_weights": trainer.weighting.weights,
         "method": trainer.method.state_dict(),
         "wraps": trainer.parallel.wraps,
+        "collectives": getattr(trainer, "collectives", None),
         "results": results,
     }
     torch.save(final, out / f"rank{dist.rank}.pt")
@@ -195,12 +320,67 @@ def skip_on_one_rank(dist: Distributed, config_path: str, out: Path) -> None:
     torch.save(final, out / f"rank{dist.rank}.pt")
 
 
+class MaskOnRankOne(Trainer):
+    """Rank 1 alone prunes one more weight before the third step."""
+
+    def train_step(self, batch):
+        if self.iteration == 2 and self.dist.rank == 1:
+            path, mask = next(iter(current_masks(self.model).items()))
+            mask = mask.clone()
+            mask.view(-1)[mask.view(-1).nonzero()[0]] = False
+            set_masks(self.model, {path: mask})
+        return super().train_step(batch)
+
+
+def diverge_on_one_rank(dist: Distributed, config_path: str, out: Path) -> None:
+    settings = yaml.safe_load(Path(config_path).read_text())
+    config = from_dict({**settings, "method": {"name": "snip", "target": 0.5}})
+    trainer = MaskOnRankOne(config, out, verbose=False, dist=dist)
+    try:
+        trainer.fit()
+        seen = None
+    except UserError as err:
+        seen = (trainer.iteration, str(err))
+    torch.save(seen, out / f"rank{dist.rank}.pt")
+
+
+def resume_with_two(dist: Distributed, config_path: str, run: Path, out: Path) -> None:
+    """Continue the 6-iteration run to 8 with two processes, each reading last.pt itself."""
+    if dist.is_main:
+        shutil.copytree(run, out)
+    dist.barrier()
+    config = load_config(config_path, ["train.iterations=8"])
+    with record_pickled() as pickled:
+        trainer = Trainer(config, out, resume=True, verbose=False, dist=dist)
+    start = trainer.iteration
+    trainer.fit()
+    final = {
+        "start": start,
+        "model": trainer.model.state_dict(),
+        "pickled_tensors": holds_tensors(pickled),
+    }
+    torch.save(final, out / f"rank{dist.rank}.pt")
+
+
 def main(config_path: str, out: str) -> None:
     torch.set_num_threads(1)
     with session("cpu") as dist:
         check_synchronisation(dist, Path(out))
         plain = load_config(config_path, ["train.iterations=6"])
-        train(dist, Trainer, plain, Path(out) / "run")
+        train(dist, CountingTrainer, plain, Path(out) / "run")
+        resume_with_two(dist, config_path, Path(out) / "run", Path(out) / "resumed")
+        settings = yaml.safe_load(Path(config_path).read_text())
+        dynamic = {"mode": "dynamic", "update_every": 2}
+        disparse = {"name": "disparse", "target": 0.5, "options": dynamic}
+        disparse_config = from_dict({**settings, "method": disparse})
+        train(dist, CountingTrainer, disparse_config, Path(out) / "disparse")
+        paper = {
+            **settings["method"],
+            "options": {**settings["method"]["options"], "recipe": "paper"},
+        }
+        paper_config = from_dict({**settings, "method": paper})
+        train(dist, CountingTrainer, paper_config, Path(out) / "paper")
+        diverge_on_one_rank(dist, config_path, Path(out) / "diverge")
         split_invariant = load_config(config_path, SPLIT_INVARIANT)
         train(dist, SplitInvariantTrainer, split_invariant, Path(out) / "split_invariant")
         skip_on_one_rank(dist, config_path, Path(out) / "skip")

@@ -88,6 +88,14 @@ def test_each_synchronisation_point_matches_one_process(two_processes):
         expected = "UserError" if rank == 0 else "MainRankError"
         assert checks["on_main"] == (expected, "output directory is not writable (seen by rank 0)")
         assert "the rank number differs between processes" in checks["check_same"]
+        # a file every rank reads: rank 1's failure stops both, rank 0 names the rank
+        message = "checkpoint /not/shared/last.pt does not exist"
+        if rank == 0:
+            expected = ("UserError", f"process 1 of 2: {message} (a hint)")
+        else:
+            expected = ("MainRankError", message)
+        assert checks["each"] == expected
+        assert checks["each_ok"] == 10 + rank
         # sharded evaluation with summed statistics = one process over the whole split
         sharded, single = checks["eval_sharded"], checks["eval_single"]
         assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-12)
@@ -102,7 +110,22 @@ def test_each_synchronisation_point_matches_one_process(two_processes):
         # after freezing, the thresholds get no gradient, DDP was re-wrapped and still works
         assert not set(checks["threshold_names"]) & set(checks["grad_after_freeze"])
         assert checks["wraps"] == 2
-        assert "disagree on the trainable parameters" in checks["divergent"]
+        # no buffer broadcast before a forward pass; sync_buffers gives rank 0's statistics
+        assert torch.equal(
+            checks["running_mean_after_forward"],
+            torch.full_like(checks["running_mean_after_forward"], float(rank)),
+        )
+        assert not checks["running_mean_after_sync"].any()
+        # a mask change is no re-wrap; the agreement vector tells equal masks from diverged ones
+        assert checks["wraps_after_mask_change"] == 2
+        assert checks["agreement_same"] == 0.0
+        assert checks["agreement_diverged"] > 0.0
+        # rank 0's tensors everywhere, sent as tensors (nothing pickled holds one)
+        assert checks["shared_mask"].all() and checks["shared_mask"].dtype == torch.bool
+        shared = checks["shared_state"]
+        assert torch.equal(shared["w"][0], torch.zeros(2, 3)) and shared["w"][1] == 4
+        assert shared["t"] == (0,)
+        assert not checks["pickled_tensors"]
 
 
 def test_two_processes_end_identical(two_processes):
@@ -119,7 +142,15 @@ def test_two_processes_end_identical(two_processes):
     assert torch.equal(rank0["weighting"]["history"], rank1["weighting"]["history"])
     assert rank0["method"] == rank1["method"]
     assert rank0["method"]["controller"]["frozen_at"] is not None
-    assert rank0["wraps"] == rank1["wraps"] == 2  # re-wrapped once, when the masks froze
+    # the default recipe moves its thresholds without gradients: freezing the masks leaves the
+    # trainable parameters as they were, so the model is wrapped once (the paper recipe's
+    # re-wrap is checked above)
+    assert rank0["wraps"] == rank1["wraps"] == 1
+    # no buffer broadcast and no structure all-gather per step: the first step's wrap sends
+    # rank 0's parameters and buffers once, then the steps make all-reduces only
+    for rank in (rank0, rank1):
+        assert rank["collectives"][0] == ["_broadcast_coalesced"]
+        assert rank["collectives"][1:] == [[]] * 5, rank["collectives"]
     assert abs(rank0["results"]["sparsity"]["overall"]["sparsity"] - 0.5) <= 0.005
     # only rank 0 wrote the run, and its checkpoint holds the replicas' weights
     state = load_checkpoint(run / "last.pt")
@@ -144,6 +175,47 @@ def test_two_processes_compute_the_one_process_run(two_processes, one_process):
             torch.testing.assert_close(rank0["model"][key], value, rtol=1e-3, atol=1e-4)
         else:
             assert torch.equal(rank0["model"][key], value), key  # masks
+
+
+def test_two_processes_resume_each_reading_the_checkpoint(two_processes):
+    rank0, rank1 = load_ranks(two_processes / "resumed")
+    assert rank0["start"] == rank1["start"] == 6
+    assert not rank0["pickled_tensors"] and not rank1["pickled_tensors"]
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    assert load_checkpoint(two_processes / "resumed" / "last.pt")["iteration"] == 8
+
+
+def test_dynamic_sparse_training_keeps_the_replicas_identical_without_rewrapping(two_processes):
+    rank0, rank1 = load_ranks(two_processes / "disparse")
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    summary = rank0["results"]["method"]
+    assert summary["updates"] >= 3 and summary["fixed_at"] is not None
+    assert rank0["wraps"] == rank1["wraps"] == 1
+    # each update sends rank 0's regrowth once (one broadcast per dtype: the boolean masks)
+    broadcasts = [steps.count("broadcast") for steps in rank0["collectives"]]
+    assert sum(broadcasts) == summary["updates"], broadcasts
+    allowed = {"broadcast", "_broadcast_coalesced"}  # the latter: the first wrap's only
+    assert all(set(steps) <= allowed for steps in rank0["collectives"])
+
+
+def test_the_paper_recipe_is_rewrapped_at_the_freeze_and_stays_identical(two_processes):
+    rank0, rank1 = load_ranks(two_processes / "paper")
+    for key, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][key]), key
+    assert rank0["method"]["controller"]["frozen_at"] is not None
+    assert rank0["wraps"] == rank1["wraps"] == 2
+    # the re-wrap sends nothing: only the first step's wrap broadcasts
+    assert rank0["collectives"][0] == ["_broadcast_coalesced"]
+    assert not any(rank0["collectives"][1:])
+
+
+def test_a_mask_changed_on_one_process_stops_both(two_processes):
+    seen = [torch.load(two_processes / "diverge" / f"rank{r}.pt") for r in (0, 1)]
+    for iteration, message in seen:
+        assert iteration == 2  # the third step, the first after the change, did not complete
+        assert "disagree on the trainable parameters or masks" in message
 
 
 def test_a_nan_on_one_process_is_skipped_by_all(two_processes):

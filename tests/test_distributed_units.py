@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from adapmtl.checkpoint import describe_mismatch, remove_partial_writes
-from adapmtl.engine.distributed import Distributed, from_environment, structure
+from adapmtl.engine.distributed import Distributed, ParallelModel, from_environment, structure
 from adapmtl.engine.interrupt import StopRequest, TrainingInterruptedError
 from adapmtl.engine.sampling import ShardedEvalSampler
 from adapmtl.errors import UserError
 from adapmtl.rundir import truncate_log
-from adapmtl.sparsity import freeze_masks, sparsify
+from adapmtl.sparsity import freeze_masks, set_masks, sparsify
 
 
 @pytest.mark.parametrize(
@@ -73,18 +73,82 @@ def test_device_per_process():
         worker.device("cuda:0")
 
 
-def test_freezing_the_masks_changes_the_structure_ddp_captured():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
-    sparsify(model, components={"all": ["0", "2"]}, init=-3.0)
+class Unwrapped(ParallelModel):
+    """The structure and agreement bookkeeping of ParallelModel, without DDP (no process group
+    in one process)."""
+
+    def _wrap(self, *, first: bool) -> nn.Module:
+        self.first_flags = [*getattr(self, "first_flags", []), first]
+        return self.model
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x).relu())
+
+
+def _toy() -> nn.Module:
+    model = Toy()
+    sparsify(model, components={"all": ["a", "b"]}, init=-3.0)
+    return model
+
+
+def test_freezing_the_masks_changes_the_structure_ddp_captured_and_a_mask_change_does_not():
+    model = _toy()
     before = structure(model)
     assert structure(model) == before  # stable while nothing changes
     freeze_masks(model)
     after = structure(model)
-    trainable_before, buffers_before = before
-    trainable_after, buffers_after = after
-    assert set(trainable_before) - set(trainable_after) == {"sparsity_thresholds.all"}
-    assert [n for n, _ in buffers_before] == [n for n, _ in buffers_after]
-    assert buffers_before != buffers_after  # the mask buffers were replaced
+    assert set(before) - set(after) == {"sparsity_thresholds.all"}
+    set_masks(model, {"a": torch.rand(4, 3, 3, 3) > 0.5})
+    assert structure(model) == after
+
+
+def test_the_model_is_rewrapped_only_when_the_trainable_parameters_change():
+    model = _toy()
+    parallel = Unwrapped(model, Distributed(rank=0, world_size=2), torch.device("cpu"))
+    images = torch.randn(1, 3, 5, 5)
+    parallel(images)
+    assert (parallel.wraps, parallel.rewrapped) == (1, True)
+    parallel(images)
+    assert (parallel.wraps, parallel.rewrapped) == (1, False)
+    freeze_masks(model)
+    parallel(images)
+    assert (parallel.wraps, parallel.rewrapped, parallel.mask_changes) == (2, True, 1)
+    set_masks(model, {"b": torch.zeros(2, 4, 1, 1, dtype=torch.bool)})
+    parallel(images)
+    assert (parallel.wraps, parallel.rewrapped, parallel.mask_changes) == (2, False, 2)
+    # the first wrap broadcasts rank 0's parameters and buffers, later ones nothing
+    assert parallel.first_flags == [True, False]
+
+
+def test_the_agreement_vector_is_zero_exactly_when_the_processes_send_the_same():
+    dist = Distributed(rank=0, world_size=2)
+    images = torch.randn(1, 3, 5, 5)
+    models = []
+    for _ in range(2):  # the same model on both processes
+        torch.manual_seed(0)
+        models.append(_toy())
+        freeze_masks(models[-1])
+    parallels = [Unwrapped(m, dist, torch.device("cpu")) for m in models]
+    vectors = [p(images) is not None and p.agreement() for p in parallels]
+    same = parallels[0].disagreement(vectors[0] + vectors[1])
+    assert same.item() == 0.0
+    # one weight pruned more on the second process only: a mask change there
+    mask = models[1].b.parametrizations.weight[0].mask.clone()
+    mask.view(-1)[mask.view(-1).nonzero()[0]] = False
+    set_masks(models[1], {"b": mask})
+    parallels[1](images)
+    changed = parallels[1].agreement()
+    assert parallels[0].disagreement(vectors[0] + changed).item() > 0
+    # kept counts above 2**16 are compared exactly too (three 16-bit chunks)
+    kept = sum(int(m.parametrizations.weight[0].mask.sum()) for m in (models[0].a, models[0].b))
+    values = vectors[0][: len(vectors[0]) // 2]
+    assert values[-3:].tolist() == [kept % 2**16, kept // 2**16, 0]
 
 
 def test_stop_request_vector_and_signal():

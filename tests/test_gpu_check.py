@@ -31,6 +31,8 @@ def test_the_cpu_mode_passes_and_skips_what_needs_cuda(tmp_path, capsys, monkeyp
     for check in ("dense", "adapmtl", "snip", "deterministic"):
         assert " PASS " in rows[check], out
     assert "1 syncs/step" in rows["dense"] and "2 syncs/step" in rows["adapmtl"]
-    assert " SKIP " in rows["torchrun"] and " SKIP " in rows["autocast"]
+    assert " SKIP " in rows["torchrun"]
+    assert " PASS " in rows["autocast"] and "bf16" in rows["autocast"], out
+    assert "2 syncs/step" in rows["autocast"]
     assert "weights identical" in rows["deterministic"]
     assert (tmp_path / "adapmtl" / "last.pt").is_file()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import adapmtl.sparsity.controller as controller_module
 from adapmtl.config import from_dict
-from adapmtl.engine.distributed import Distributed
+from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.loaders import to_device as _to_device
 from adapmtl.engine.syncs import SyncCounter
 from adapmtl.engine.trainer import Trainer
@@ -33,10 +33,19 @@ META = torch.device("meta")
 
 
 class EchoDistributed(Distributed):
-    """Two processes as far as the trainer can tell; the all-reduce returns its input."""
+    """Two identical processes as far as the trainer can tell: the all-reduce returns twice
+    its input."""
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.clone()
+        return tensor * self.world_size
+
+
+class UnwrappedParallel(ParallelModel):
+    """ParallelModel's per-step code (structure, masks, agreement) without DDP itself, which
+    needs a process group."""
+
+    def _wrap(self, *, first: bool) -> torch.nn.Module:
+        return self.model
 
 
 def _settings(tiny_settings, method: str) -> dict:
@@ -54,7 +63,7 @@ def _on_meta(trainer: Trainer, monkeypatch) -> None:
     trainer.model.to(META)
     trainer.device = trainer.context.device = META
     trainer.dist = EchoDistributed(rank=0, world_size=2)
-    trainer.parallel = trainer.model  # DDP itself needs a process group
+    trainer.parallel = UnwrappedParallel(trainer.model, trainer.dist, META)
     monkeypatch.setattr(trainer, "read", lambda values: [0.0] * values.numel())
     monkeypatch.setattr(controller_module, "overall_sparsity", lambda model: 0.0)
 
@@ -131,6 +140,15 @@ def test_an_adapmtl_step_adds_only_the_controllers_one_sparsity_read(tiny_settin
     # the model has dozens of sparsified layers; the controller reads their sum once
     assert len(report(trainer.model).layers) > 20
     assert _syncs_per_step(trainer, 6) == [2] * 6
+
+
+def test_a_two_process_step_folds_the_structure_check_into_its_one_read(tiny_settings, tmp_path):
+    trainer = _trainer(tiny_settings, tmp_path, "snip")  # masks from the first step on
+    trainer.dist = EchoDistributed(rank=0, world_size=2)
+    trainer.parallel = UnwrappedParallel(trainer.model, trainer.dist, trainer.device)
+    # the first step wraps the model: it reads the agreement before the backward pass
+    assert _syncs_per_step(trainer, 4) == [2, 1, 1, 1]
+    assert trainer.parallel.wraps == 1
 
 
 def test_the_sync_counter_counts_host_reads_and_not_the_optimizers_host_step_counts():

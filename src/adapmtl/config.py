@@ -65,6 +65,9 @@ class DataConfig:
     batch_size: int = 16
     eval_batch_size: int = 16
     num_workers: int = 0
+    """DataLoader worker processes per training process (0: load in the training process)."""
+    prefetch_factor: int | None = None
+    """Batches each worker loads ahead (``null``: PyTorch's default, 2); needs workers."""
     options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for both splits (e.g. scenes ``size: [64, 64]``)."""
     train_options: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +121,12 @@ class TrainConfig:
     """torch intra-op threads (``null`` = torch's default)."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """What a NaN/Inf loss does: stop the run, or skip the step and count it."""
+    autocast: Literal["bf16", "fp16"] | None = None
+    """Mixed precision for the training forward pass (``null``: float32). ``fp16`` scales the
+    loss (a GradScaler); thresholds, losses and the optimizer stay in float32."""
+    cudnn_benchmark: bool = False
+    """Let cuDNN time its convolution algorithms for the run's shapes (CUDA; not with
+    ``deterministic``)."""
 
 
 @dataclass
@@ -225,7 +234,22 @@ def validate(config: Config) -> Config:
             config.data.num_workers >= 0,
             f"data.num_workers: expected >= 0, got {config.data.num_workers!r}",
         ),
+        (
+            "data.prefetch_factor",
+            config.data.prefetch_factor is None
+            or (config.data.prefetch_factor > 0 and config.data.num_workers > 0),
+            "data.prefetch_factor: expected null, or > 0 with data.num_workers > 0, got "
+            f"{config.data.prefetch_factor!r} (num_workers {config.data.num_workers})",
+        ),
     ]
+    checks.append(
+        (
+            "train.cudnn_benchmark",
+            not (config.train.cudnn_benchmark and config.train.deterministic),
+            "train.cudnn_benchmark: true picks convolution algorithms by timing, which differs "
+            "between runs; it cannot be combined with train.deterministic: true",
+        )
+    )
     device = config.train.device
     checks.append(
         (

@@ -37,9 +37,9 @@ def evaluate(
     for index, (images, targets) in enumerate(loader):
         if max_batches is not None and index >= max_batches:
             break
-        outputs = model(images.to(device))
+        outputs = model(images.to(device, non_blocking=True))
         for position, (name, task) in enumerate(tasks.items()):
-            target = targets[name].to(device)
+            target = targets[name].to(device, non_blocking=True)
             loss_sums[position] += float(task.loss(outputs[name], target))
             metrics[name].update(outputs[name], target)
         batches += 1

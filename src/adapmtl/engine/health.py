@@ -21,12 +21,14 @@ class NonFiniteLossError(UserError):
 class StepHealth:
     """What a training step reads from the device, in one transfer: the mean task losses, the
     stop requests per signal, per task how many processes' targets it rejects, the largest
-    |gradient|, and on logging steps the task weights and the weighted total."""
+    |gradient|, how far the processes disagree on the model's structure (zero: they agree),
+    and on logging steps the task weights and the weighted total."""
 
     losses: list[float]
     stops: list[float]
     problems: list[float]
     gradient_bound: float
+    disagreement: float = 0.0
     weights: list[float] | None = None
     total: float | None = None
 
@@ -36,10 +38,11 @@ class StepHealth:
         read: Callable[[torch.Tensor], list[float]],
         mean: torch.Tensor,
         counts: torch.Tensor,
+        disagreement: torch.Tensor,
         gradient_bound: torch.Tensor,
         weights: torch.Tensor | None,
     ) -> StepHealth:
-        parts = [mean.double(), counts, gradient_bound.double()[None]]
+        parts = [mean.double(), counts, gradient_bound.double()[None], disagreement.double()[None]]
         if weights is not None:
             parts += [weights.double(), (weights * mean).sum().double()[None]]
         values = read(torch.cat(parts))
@@ -49,9 +52,10 @@ class StepHealth:
             stops=values[tasks : tasks + stops],
             problems=values[tasks + stops : 2 * tasks + stops],
             gradient_bound=values[2 * tasks + stops],
+            disagreement=values[2 * tasks + stops + 1],
         )
         if weights is not None:
-            health.weights, health.total = values[2 * tasks + stops + 1 : -1], values[-1]
+            health.weights, health.total = values[2 * tasks + stops + 2 : -1], values[-1]
         return health
 
     @property

@@ -1,5 +1,8 @@
 """The data loaders of a run: this process's slice of every training batch (resumable at any
 iteration), the scoring batches of the methods, and the validation batches dealt to the ranks.
+
+On CUDA the loaders pin their batches in page-locked memory, so :func:`to_device` copies them
+without blocking the host; worker processes (``data.num_workers``) persist across validations.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from adapmtl.engine.sampling import EpochIndexed, ResumableBatchSampler, Sharded
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """An ``(images, targets)`` batch on ``device``."""
+    """An ``(images, targets)`` batch on ``device``. The copies do not wait for the device
+    (``non_blocking``; asynchronous from pinned memory, an ordinary copy otherwise)."""
     images, targets = batch
-    return images.to(device), {name: t.to(device) for name, t in targets.items()}
+    return images.to(device, non_blocking=True), {
+        name: t.to(device, non_blocking=True) for name, t in targets.items()
+    }
 
 
 class RunLoaders:
@@ -34,16 +40,21 @@ class RunLoaders:
     ) -> None:
         self.train_set, self.val_set = train_set, val_set
         self.config, self.dist, self.device = config, dist, device
+        self._val_loader: DataLoader | None = None
 
     def loader(self, dataset: Any, sampler: Any) -> DataLoader:
         # A generator of its own: creating an iterator must not draw from the global RNG, or a
         # resumed run's dropout would differ from an uninterrupted run's.
         generator = torch.Generator().manual_seed(self.config.train.seed)
+        workers = self.config.data.num_workers
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            num_workers=self.config.data.num_workers,
+            num_workers=workers,
             generator=generator,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=self.config.data.prefetch_factor if workers > 0 else None,
         )
 
     def train_batches(self, start_iteration: int) -> Iterator[Any]:
@@ -70,11 +81,15 @@ class RunLoaders:
             yield to_device(batch, self.device)
 
     def val_loader(self) -> DataLoader:
-        sampler = ShardedEvalSampler(
-            len(self.val_set),
-            self.config.data.eval_batch_size,
-            max_batches=self.config.eval.max_batches,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        return self.loader(self.val_set, sampler)
+        """This process's validation batches; one loader for the run, so its workers persist
+        from one validation to the next."""
+        if self._val_loader is None:
+            sampler = ShardedEvalSampler(
+                len(self.val_set),
+                self.config.data.eval_batch_size,
+                max_batches=self.config.eval.max_batches,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+            )
+            self._val_loader = self.loader(self.val_set, sampler)
+        return self._val_loader

@@ -2,8 +2,9 @@
 method, random state per process) and the checks and restores of a resume or an ``--init-from``.
 
 A checkpoint holds tensors and plain containers only (read with ``weights_only=True``,
-:mod:`adapmtl.checkpoint`); the random state of every process is saved, so a resumed run
-continues bit for bit, with the same or another number of processes (docs/distributed.md).
+:mod:`adapmtl.checkpoint`), the fp16 loss scale included; the random state of every process is
+saved, so a resumed run continues bit for bit, with the same or another number of processes
+(docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def checkpoint_state(
     rng_per_rank: list[dict[str, torch.Tensor]],
     best: dict[str, Any] | None,
     skipped_steps: int,
+    scaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a resume needs, as one checkpoint dict."""
     return {
@@ -86,6 +88,7 @@ def checkpoint_state(
         },
         "best": best,
         "skipped_steps": skipped_steps,
+        "scaler": scaler,
     }
 
 

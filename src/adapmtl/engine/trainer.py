@@ -57,6 +57,7 @@ from adapmtl.engine.interrupt import (
 )
 from adapmtl.engine.loaders import RunLoaders, to_device
 from adapmtl.engine.logging import RunLogger
+from adapmtl.engine.precision import Precision
 from adapmtl.engine.reach import check_threshold_reach
 from adapmtl.engine.state import (
     check_resumable,
@@ -72,6 +73,11 @@ from adapmtl.rundir import final_results, prepare_run_dir, truncate_log, write_r
 from adapmtl.sparsity import is_sparsified, overall_sparsity, report
 from adapmtl.sparsity.target import target_fields
 from adapmtl.tasks.score import load_reference, normalised_score
+
+SHARED = (
+    " (every process reads checkpoints itself: under torchrun on several machines the run "
+    "directory and --init-from must be on a file system they share, docs/distributed.md)"
+)
 
 
 def _validation_text(results: dict[str, Any]) -> str:
@@ -120,7 +126,8 @@ class Trainer:
             )
         resume_state = None
         if resume:
-            resume_state = self.dist.on_main(self._read_last_checkpoint)
+            self.dist.on_main(lambda: prepare_run_dir(self.run_dir, resume=True, overwrite=False))
+            resume_state = self.dist.each(lambda: load_checkpoint(self.run_dir / "last.pt"), SHARED)
         self.config = config
         self.device = self.dist.device(config.train.device)
         if config.train.threads is not None:
@@ -130,6 +137,9 @@ class Trainer:
             # is created, so set before the model reaches the GPU); a no-op on the CPU
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
+        self.precision = Precision(config.train.autocast, self.device)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
 
@@ -138,7 +148,7 @@ class Trainer:
         self.method = build_run_method(config)
         init_state = None
         if init_from is not None:
-            init_state = self.dist.on_main(lambda: load_checkpoint(init_from))
+            init_state = self.dist.each(lambda: load_checkpoint(init_from), SHARED)
         self.method.prepare(self.model)
         if init_state is not None:
             init_from_run(self.model, init_state, Path(init_from))
@@ -191,11 +201,8 @@ class Trainer:
             task_losses=self._task_losses,
             reset_optimizer=self._reset_optimizer,
             device=self.device,
+            share=self.dist.broadcast_tensors,
         )
-
-    def _read_last_checkpoint(self) -> dict[str, Any]:
-        prepare_run_dir(self.run_dir, resume=True, overwrite=False)
-        return load_checkpoint(self.run_dir / "last.pt")
 
     def _finished_results(self) -> dict[str, Any] | None:
         """results.json when the checkpoint is at ``train.iterations`` and results.json
@@ -261,7 +268,8 @@ class Trainer:
         the host: a non-finite prediction gives a non-finite loss, which the step's health check
         catches, and invalid targets are reported by :meth:`_target_problems`."""
         images, targets = batch
-        outputs = (forward or self.model)(images)
+        # the training step runs in mixed precision when configured; losses are float32
+        outputs = self.model(images) if forward is None else self.precision.forward(forward, images)
         losses = {}
         for name, task in self.tasks.items():
             if not check_values:
@@ -278,18 +286,29 @@ class Trainer:
 
     def _synchronise(
         self, losses: torch.Tensor, problems: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The mean of every process's task losses (what the weighting sees, so all processes
-        compute the same task weights), and the counts over the processes of the stop requests
-        per signal followed by the target problems per task. Both stay on the device, unread:
-        one all-reduce per step."""
+        compute the same task weights), the counts over the processes of the stop requests
+        per signal followed by the target problems per task, and how far the processes disagree
+        on the model's structure and masks (zero when they agree,
+        :meth:`ParallelModel.disagreement`). All stay on the device, unread: one all-reduce per
+        step."""
         stops = torch.tensor(self.stop_request.vector(), dtype=torch.float64, device=losses.device)
         counts = torch.cat([stops, problems.double()])
         if not self.dist.enabled:
-            return losses, counts
-        total = self.dist.sum(torch.cat([losses.double(), counts]))
-        mean = (total[: len(losses)] / self.dist.world_size).to(losses.dtype)
-        return mean, total[len(losses) :]
+            return losses, counts, torch.zeros((), dtype=torch.float64, device=losses.device)
+        agreement = self.parallel.agreement()
+        total = self.dist.sum(torch.cat([losses.double(), counts, agreement]))
+        tasks, end = len(losses), len(losses) + len(counts)
+        mean = (total[:tasks] / self.dist.world_size).to(losses.dtype)
+        return mean, total[tasks:end], self.parallel.disagreement(total[end:])
+
+    def _check_agreement(self, disagreement: float) -> None:
+        if disagreement:
+            raise UserError(
+                "the processes disagree on the trainable parameters or masks (a pruning "
+                f"decision taken on some processes only, by iteration {self.iteration}); stopping"
+            )
 
     def _gradient_bound(self) -> torch.Tensor:
         """The largest |gradient| of the model (NaN or Inf when one is not finite), computed with
@@ -369,25 +388,38 @@ class Trainer:
         self.model.train()
         losses = self._task_losses(batch, self.parallel, check_values=False)
         vector = torch.stack(list(losses.values()))
-        mean, counts = self._synchronise(vector.detach(), self._target_problems(batch[1]))
+        mean, counts, disagreement = self._synchronise(
+            vector.detach(), self._target_problems(batch[1])
+        )
+        if self.parallel.rewrapped:  # before DDP's backward could wait on another parameter list
+            self._check_agreement(self.read(disagreement[None])[0])
         skip = self.config.train.on_nonfinite == "skip"
         weighting_state = self.weighting.state_dict() if skip else None
         weights = self.weighting.update(mean, validate=False).to(vector)
         total = (weights * vector).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.precision.backward(total, self.optimizer)
         logged = weights.detach() if self._logs_at(self.iteration + 1) else None
-        health = StepHealth.read(self.read, mean, counts, self._gradient_bound(), logged)
+        health = StepHealth.read(
+            self.read, mean, counts, disagreement, self._gradient_bound(), logged
+        )
+        self._check_agreement(health.disagreement)
         self.stop_signal = StopRequest.signal_of(health.stops)
+        overflow = not math.isfinite(health.gradient_bound) and not any(health.problems)
+        if overflow and health.losses_finite and self.precision.overflow():
+            self.optimizer.zero_grad(set_to_none=True)  # fp16 overflow: a smaller scale next
+            return {}
         problem = self._problem(health, batch)
         if problem is not None:
             if weighting_state is not None and not health.losses_finite:
                 self.weighting.load_state_dict(weighting_state)
             self.optimizer.zero_grad(set_to_none=True)
+            self.precision.stepped()
             self._nonfinite(problem)
             return None
         self.method.after_backward(self.context, self.iteration)
         self.optimizer.step()
+        self.precision.stepped()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
         return health.scalars(list(self.tasks))
@@ -439,7 +471,7 @@ class Trainer:
         method state goes to every process, its weights and masks with the first DDP wrap."""
         if not self.dist.enabled:
             return
-        state = self.dist.broadcast(self.method.state_dict())
+        state = self.dist.broadcast_state(self.method.state_dict(), self.device)
         if not self.dist.is_main:
             self.method.load_state_dict(state)
 
@@ -557,6 +589,7 @@ class Trainer:
             rng_per_rank=rng_per_rank,
             best=self.best,
             skipped_steps=self.skipped_steps,
+            scaler=self.precision.state_dict(),
         )
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -575,3 +608,4 @@ class Trainer:
         restore_rng(state["rng"], self.dist, self.device, self.config.train.seed, self.iteration)
         self.best = state["best"]
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.precision.load_state_dict(state.get("scaler"))

@@ -27,6 +27,9 @@ class TrainingContext:
     ``batches()`` yields training batches from a stream independent of the training order (for
     scoring at initialisation); ``task_losses(batch)`` runs the model and returns the unweighted
     per-task losses; ``reset_optimizer()`` rebuilds optimizer and scheduler state (LTH rewinding).
+    ``share(tensors)`` returns rank 0's version of a decision computed on every process (the
+    identity in one process): a method passes through it what it computed from gradients,
+    which GPU kernels may round differently on each process, before applying it.
     """
 
     model: nn.Module
@@ -37,6 +40,7 @@ class TrainingContext:
     task_losses: Callable[[Batch], dict[str, torch.Tensor]]
     reset_optimizer: Callable[[], None]
     device: torch.device
+    share: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = dict
 
 
 class Method:

@@ -344,7 +344,7 @@ class DiSparse(Method):
             path: max(0, round(self.densities[path] * mask.numel()) - int(mask.sum()))
             for path, mask in pruned.items()
         }
-        grown = regrow(pruned, gradients, owners, counts)
+        grown = ctx.share(regrow(pruned, gradients, owners, counts))
         new_masks = {path: pruned[path] | grown[path] for path in pruned}
         set_masks(model, new_masks, zero_pruned=False)
         if self.options.regrowth == "zero":

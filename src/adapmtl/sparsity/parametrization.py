@@ -117,6 +117,9 @@ def hard_threshold(
     return function.apply(weight, torch.sigmoid(theta))
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
 class SparseWeight(nn.Module):
     """Parametrization producing the effective (sparse) weight of one layer.
 
@@ -161,6 +164,16 @@ class SparseWeight(nn.Module):
             return weight * self.mask
         if self.group is None:
             return weight
+        if weight.device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(
+            weight.device.type
+        ):
+            # under mixed precision the threshold is still applied in the weight's own precision
+            # (float32); the layer's own operation casts the effective weight afterwards
+            with torch.autocast(weight.device.type, enabled=False):
+                return self._threshold(weight)
+        return self._threshold(weight)
+
+    def _threshold(self, weight: torch.Tensor) -> torch.Tensor:
         theta = self.thresholds[self.group]
         if self.hard:
             return hard_threshold(weight, theta, regrow=self.regrow)
