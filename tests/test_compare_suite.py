@@ -183,3 +183,34 @@ def test_a_changed_suite_does_not_reuse_finished_runs(finished, tmp_path):
     suite = load_suite(changed, ["optim.lr=0.01"])
     with pytest.raises(UserError, match="finished run made with a different config"):
         run_suite(suite, out)
+
+
+def test_runs_made_before_a_setting_existed_still_count_as_done(finished, tmp_path):
+    """A setting added since a run was made (here: written without `imports` and
+    `train.autocast`, as runs made before those settings existed) takes its default, which keeps
+    the earlier behaviour, so the finished run is reused; a real difference is still refused."""
+    import shutil
+
+    from adapmtl.analysis.suite import load_suite, plan, run_status
+
+    suite_path, out = finished
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for saved in old.glob("seed*/*/config.yaml"):
+        data = yaml.safe_load(saved.read_text())
+        del data["imports"], data["train"]["autocast"]
+        saved.write_text(yaml.safe_dump(data))
+    # runs reading the dense checkpoint name its path, which moved with the copy
+    planned = [
+        p
+        for p in plan(load_suite(suite_path, []), old)
+        if "dense_checkpoint" not in p.config.method.options
+    ]
+    assert len(planned) >= 2
+    assert [run_status(p) for p in planned] == ["done"] * len(planned)
+    saved = planned[0].run_dir / "config.yaml"
+    data = yaml.safe_load(saved.read_text())
+    data["optim"]["lr"] = 0.5
+    saved.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="finished run made with a different config"):
+        run_status(planned[0])

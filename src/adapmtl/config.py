@@ -6,6 +6,7 @@ Unknown or misspelled keys, wrong types and out-of-range values are errors
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "merge",
     "read_with_base",
     "read_yaml",
+    "with_defaults",
     "without_length",
 ]
 
@@ -497,6 +499,17 @@ def read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(base, str):
         raise UserError(f"config file {path}: 'base' must be a file name, got {base!r}")
     return merge(read_with_base(path.parent / base, (*seen, path.resolve())), data)
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config mapping with every setting added since it was written filled with its
+    default, so that a run made before an upgrade compares equal to the same config today (new
+    settings default to the earlier behaviour). A mapping that no longer parses is returned
+    unchanged, and then differs."""
+    try:
+        return from_dict(copy.deepcopy(config)).to_dict()
+    except UserError:
+        return config
 
 
 def without_length(config: dict[str, Any]) -> dict[str, Any]:

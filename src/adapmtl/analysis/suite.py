@@ -39,6 +39,7 @@ from adapmtl.config import (
     from_dict,
     merge,
     read_with_base,
+    with_defaults,
     without_length,
 )
 from adapmtl.errors import UserError
@@ -267,6 +268,8 @@ def run_status(planned: PlannedRun) -> str:
     if results.is_file():
         saved = planned.run_dir / "config.yaml"
         theirs = read_if_valid(saved) if saved.is_file() else None
+        if isinstance(theirs, dict):
+            theirs = with_defaults(theirs)
         ours = planned.config.to_dict()
         longer = (
             isinstance(theirs, dict)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapmtl.config import Config, without_length
+from adapmtl.config import Config, with_defaults, without_length
 from adapmtl.engine.distributed import Distributed
 from adapmtl.errors import UserError
 from adapmtl.loading import model_from_checkpoint
@@ -95,7 +95,8 @@ def checkpoint_state(
 def check_resumable(state: dict[str, Any], config: Config, run_dir: Path) -> None:
     """Refuse to resume a checkpoint made with another config (only ``train.iterations`` may
     change) or one that has trained past ``train.iterations``."""
-    theirs, ours = without_length(state.get("config") or {}), without_length(config.to_dict())
+    theirs = without_length(with_defaults(state.get("config") or {}))
+    ours = without_length(config.to_dict())
     if theirs != ours:
         differing = [k for k in ours if theirs.get(k) != ours[k]]
         raise UserError(
