@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapmtl.sparsity import current_masks, freeze_masks, report, set_masks, sparsify
+from adapmtl.sparsity import current_masks, freeze_masks, report, set_masks, sparsify, thresholds
 from sparsity_toys import ConvMTL, conv_mtl, single_thread, total_loss
 
 _single_thread = pytest.fixture(autouse=True)(single_thread)
@@ -84,3 +84,15 @@ def test_freeze_masks_twice_changes_nothing():
     freeze_masks(model)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_freeze_leaves_only_the_weights_trainable():
+    # The docstring's contract: after the freeze the thresholds stop receiving gradients, so an
+    # optimizer (or DDP, which rejects trainable parameters that get no gradient) sees only the
+    # weights and biases.
+    model = sparsify(conv_mtl(), init=-3.0)
+    threshold_ids = {id(t) for t in thresholds(model).values()}
+    assert threshold_ids and all(t.requires_grad for t in model.parameters())
+    freeze_masks(model)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in model.parameters()} - threshold_ids

@@ -148,3 +148,25 @@ def test_resize_nearest_matches_index_selection():
     y = torch.arange(4.0).reshape(1, 1, 2, 2)
     assert torch.equal(resize_nearest(y, (4, 4)), y.repeat_interleave(2, 2).repeat_interleave(2, 3))
     assert resize_nearest(y, (2, 2)) is y
+
+
+@pytest.mark.parametrize(
+    ("task", "shape"),
+    [
+        (NormalTask(), (2, 1, 8, 8)),  # four dimensions, the wrong channel count
+        (NormalTask(), (2, 3, 8)),  # the right channel count, three dimensions
+        (DepthTask(), (2, 3, 8, 8)),
+        (DepthTask(), (2, 1, 8)),
+        (SegmentationTask(5), (2, 1, 8, 8)),  # a label map has no channel dimension
+    ],
+    ids=str,
+)
+def test_a_target_of_the_wrong_shape_is_rejected(task, shape):
+    dtype = torch.int64 if isinstance(task, SegmentationTask) else torch.float32
+    target = torch.ones(shape, dtype=dtype)
+    pred = torch.zeros(2, task.channels, 4, 4)
+    expected = r"\[B, H, W\]" if isinstance(task, SegmentationTask) else r"\[B, \d, H, W\]"
+    with pytest.raises(ValueError, match=rf"'{task.name}'.*target must have shape {expected}"):
+        task.loss(pred, target)
+    with pytest.raises(ValueError, match=rf"'{task.name}'.*target must have shape {expected}"):
+        task.new_metric().update(pred, target)
