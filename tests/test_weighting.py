@@ -123,3 +123,24 @@ def test_param_ratio_counts_backbone_over_heads():
     model.backbone = torch.nn.Linear(4, 5)  # 25 parameters
     model.heads = torch.nn.ModuleDict({"a": torch.nn.Linear(5, 1), "b": torch.nn.Linear(5, 3)})
     assert param_ratio(model) == pytest.approx(25 / (6 + 18))
+
+
+def test_builder_makes_equal_weighting_and_rejects_options_for_it():
+    weighting = build_weighting("equal", ["a", "b"])
+    assert isinstance(weighting, EqualWeighting)
+    assert weighting.update(torch.tensor([2.0, 5.0])).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r"equal weighting takes no options, got \['lam', 'window'\]"):
+        build_weighting("equal", ["a"], window=3, lam=1.0)
+
+
+def test_a_wrong_number_of_losses_names_the_tasks():
+    for weighting in (EqualWeighting(["seg", "depth"]), AdaptiveWeighting(["seg", "depth"])):
+        with pytest.raises(ValueError, match=r"expected 2 task losses \(seg, depth\), got 3"):
+            weighting.update(torch.ones(3))
+
+
+def test_equal_weighting_state_round_trip_checks_the_tasks():
+    state = EqualWeighting(["a", "b"]).state_dict()
+    EqualWeighting(["a", "b"]).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"for tasks \['a', 'b'\], not \['b', 'a'\]"):
+        EqualWeighting(["b", "a"]).load_state_dict(state)
