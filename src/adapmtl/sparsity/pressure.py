@@ -69,9 +69,6 @@ class ThresholdPressure:
         group["weight_decay"] = min(self.max_decay, max(self.min_decay, decay))
         return group["weight_decay"]
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "until": self.until, "growth": self.growth}
-
 
 def thresholds_group(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     for group in optimizer.param_groups:
