@@ -96,3 +96,17 @@ def test_freeze_leaves_only_the_weights_trainable():
     freeze_masks(model)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in model.parameters()} - threshold_ids
+
+
+def test_current_masks_are_the_nonzeros_of_the_effective_weights():
+    # soft thresholds: |W| > alpha; mask mode: the mask, less any stored zero under it
+    model = sparsify(conv_mtl(), init=-3.0)
+    for path, mask in current_masks(model).items():
+        assert torch.equal(mask, model.get_submodule(path).weight != 0), path
+    masked = sparsify(conv_mtl(), mode="mask")
+    set_masks(masked, _random_masks(masked, keep=0.6))
+    with torch.no_grad():
+        masked.heads.depth.parametrizations.weight.original.zero_()
+    for path, mask in current_masks(masked).items():
+        assert torch.equal(mask, masked.get_submodule(path).weight != 0), path
+    assert not current_masks(masked)["heads.depth"].any()
