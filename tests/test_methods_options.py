@@ -59,3 +59,11 @@ def test_imp_prunes_to_the_initial_sparsity_at_t0_one():
     run.step()
     counts = report(run.model).overall
     assert counts.total - counts.nonzero == counts.total - round(0.7 * counts.total)
+
+
+def test_imp_initial_sparsity_may_equal_the_target_but_not_exceed_it():
+    at_target = build_method("imp", 0.6, {"initial_sparsity": 0.6, "steps": 2})
+    # every scheduled step then prunes to the target itself
+    assert [s for _, s in at_target.schedule(100)] == [pytest.approx(0.6)] * 2
+    with pytest.raises(UserError, match=r"initial_sparsity must be in \[0, target\], got 0.7"):
+        build_method("imp", 0.6, {"initial_sparsity": 0.7})
