@@ -144,3 +144,18 @@ def test_equal_weighting_state_round_trip_checks_the_tasks():
     EqualWeighting(["a", "b"]).load_state_dict(state)
     with pytest.raises(ValueError, match=r"for tasks \['a', 'b'\], not \['b', 'a'\]"):
         EqualWeighting(["b", "a"]).load_state_dict(state)
+
+
+def test_adjacent_change_on_losses_where_the_sign_matters():
+    w = AdaptiveWeighting(["a", "b"], window=5, warmup=0, param_ratio=None, deviation="adjacent")
+    # r_a = |2-1|/1 = 1, r_b = |2-3|/3 = 1/3; mean 2/3 -> beta = (2/3)/1, (2/3)/(1/3)
+    beta = feed(w, [[2.0, 2.0], [1.0, 3.0]])
+    assert beta.tolist() == pytest.approx([2 / 3, 2.0])
+
+
+def test_losses_may_be_a_plain_list_and_a_weighting_needs_a_task():
+    assert EqualWeighting(["a", "b"]).update([0.5, 2.0]).tolist() == [1.0, 1.0]
+    adaptive = AdaptiveWeighting(["a", "b"], window=2, warmup=5)
+    assert adaptive.update([0.5, 2.0]).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="a weighting needs at least one task"):
+        EqualWeighting([])

@@ -50,8 +50,6 @@ class ThresholdPressure:
             raise ValueError(f"until must be >= 1, got {until!r}")
         if growth <= 1.0:
             raise ValueError(f"growth must be > 1, got {growth!r}")
-        self.target = target
-        self.until = until
         self.cubic = CubicSchedule(target, 0, until)
         self.growth = growth
         self.min_decay = min_decay
