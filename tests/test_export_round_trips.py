@@ -181,7 +181,7 @@ def test_an_encoded_piece_missing_from_the_layout_is_an_error(tmp_path, suffix):
 
 
 def _tampered(tmp_path, change) -> str:
-    """A sparse export of a partly pruned model whose layout entry of one tensor ``change`` edits."""
+    """A sparse export of a partly pruned model with one layout entry edited by ``change``."""
     import json
 
     from safetensors.torch import save_file

@@ -92,9 +92,8 @@ def test_a_plain_method_trains_every_parameter_at_the_given_rate_and_decay():
 
 
 def test_lth_leaves_the_excluded_layers_dense():
-    from methods_harness import TinyMultiTask
-
     from adapmtl.sparsity import sparse_layers
+    from methods_harness import TinyMultiTask
 
     model = build_method("lth", 0.9, {"exclude": ["heads.a"]}).prepare(TinyMultiTask())
     paths = {path for path, _, _ in sparse_layers(model)}

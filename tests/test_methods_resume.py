@@ -57,4 +57,3 @@ def test_resumed_method_ends_as_the_uninterrupted_one(name, target, options, ite
     assert all((expected[p] == got[p]).all() for p in expected)
     assert _same_state(whole.method.state_dict(), resumed.method.state_dict())
     assert whole.method.summary() == resumed.method.summary()
-
