@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from adapmtl.sparsity import (
+    CubicSchedule,
+    TargetSparsityController,
     ThresholdPressure,
     freeze_masks,
     report,
@@ -75,3 +77,42 @@ def test_pressure_on_schedule_counts_as_ahead():
     assert pressure.schedule(10) == 0.5
     assert pressure.update(optimizer, 10, 0.5) == 0.5
     assert pressure.update(optimizer, 10, 0.25) == 1.0  # behind: grows again
+
+
+def test_hard_mode_keeps_survivors_whole_where_soft_mode_shrinks_them():
+    alpha = 0.3
+    effective = {}
+    for mode in ("soft", "hard"):
+        model = sparsify(LinearMTL(3, 2, 2, 1), mode=mode)
+        layer = model.heads["a"]
+        with torch.no_grad():
+            layer.parametrizations.weight.original.copy_(torch.tensor([[0.5, -0.2], [-0.9, 0.25]]))
+            thresholds(model)["a"].fill_(math.log(alpha / (1 - alpha)))
+        effective[mode] = layer.weight.detach()
+        assert f"mode={mode}-threshold, group='a'" in repr(layer.parametrizations.weight[0])
+    expected_hard = torch.tensor([[0.5, 0.0], [-0.9, 0.0]])
+    torch.testing.assert_close(effective["hard"], expected_hard)
+    torch.testing.assert_close(effective["soft"], torch.tensor([[0.2, 0.0], [-0.6, 0.0]]))
+
+
+def test_the_mask_buffer_is_boolean_before_and_after_the_freeze():
+    model = sparsify(conv_mtl(), init=-3.0)
+    masks = [v for k, v in model.state_dict().items() if k.endswith(".mask")]
+    assert masks and all(m.dtype == torch.bool and m.numel() == 0 for m in masks)
+    freeze_masks(model)
+    masks = [v for k, v in model.state_dict().items() if k.endswith(".mask")]
+    assert all(m.dtype == torch.bool and m.numel() > 0 for m in masks)
+
+
+def test_what_cannot_be_sparsified_is_named():
+    with pytest.raises(ValueError, match=r"^model has no prunable Conv/Linear weights outside"):
+        sparsify(LinearMTL(3, 2, 2, 1), exclude=["backbone", "heads"])
+    with pytest.raises(ValueError, match=r"^cannot find the model's components: give components="):
+        sparsify(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=r"^the model is not sparsified: call sparsify\(model\)"):
+        TargetSparsityController(LinearMTL(3, 2, 2, 1), 0.5)
+
+
+def test_a_cubic_schedule_may_target_zero_sparsity():
+    schedule = CubicSchedule(0.0, 0, 10)
+    assert [schedule(t) for t in (0, 5, 10)] == [0.0, 0.0, 0.0]
