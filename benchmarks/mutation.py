@@ -66,7 +66,19 @@ EQUIVALENT: dict[str, str] = {
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_2": _JSON_SPACING,
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_4": _JSON_SPACING,
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_5": _JSON_SPACING,
+    "adapmtl.methods.masking.x_read_dense_checkpoint__mutmut_10": _CPU_ONLY,
+    "adapmtl.sparsity.allocation.xǁCostAllocationǁload_state_dict__mutmut_10": _CPU_ONLY,
+    "adapmtl.tasks.base.x_cross_entropy_mean__mutmut_33": "a boolean per-item weight gives the "
+    "same products and, summed, the same count as its 0/1 float form",
+    "adapmtl.tasks.classification.xǁClassificationMetricǁupdate__mutmut_14": _CPU_ONLY,
+    "adapmtl.tasks.depth.xǁDepthMetricǁ_zero_state__mutmut_8": _CPU_ONLY,
     "adapmtl.tasks.heatmap.xǁHeatmapMetricǁ_zero_state__mutmut_28": _CPU_ONLY,
+    "adapmtl.tasks.heatmap.xǁHeatmapMetricǁ_zero_state__mutmut_38": _CPU_ONLY,
+    "adapmtl.tasks.normal.xǁNormalMetricǁ_zero_state__mutmut_35": _CPU_ONLY,
+    "adapmtl.tasks.normal.xǁNormalMetricǁupdate__mutmut_43": _CPU_ONLY,
+    "adapmtl.weighting.adaptive.xǁAdaptiveWeightingǁ_update_official__mutmut_6": "with an "
+    "empty history the mean is NaN, `NaN > 0` is false and torch.where keeps the weights, as "
+    "skipping the branch does",
 }
 
 

@@ -248,3 +248,20 @@ def test_cost_allocation_rejects_bad_settings_by_name():
         with pytest.raises(ValueError, match=message):
             CostAllocation(model, **kwargs)
     CostAllocation(model, momentum=0.0)  # the boundary is allowed
+
+
+def test_cost_allocation_keeps_the_average_of_a_group_whose_band_is_empty():
+    model = two_groups(0.019, 0.19)  # bands hold |W| = 0.02 and 0.2
+    model.backbone.parametrizations.weight.original.grad = torch.full((1, 4), 2.0)
+    model.heads["a"].parametrizations.weight.original.grad = torch.full((1, 4), 3.0)
+    allocation = CostAllocation(model, momentum=0.5)
+    allocation.observe()
+    head = float(allocation.cost["a"])
+    assert head == pytest.approx((0.2 * 3.0) ** 2)
+    with torch.no_grad():
+        thresholds(model)["a"].fill_(theta_from_alpha(0.5))  # (0.5, 0.625]: no head weight
+    model.backbone.parametrizations.weight.original.grad = torch.full((1, 4), 4.0)
+    allocation.observe()
+    assert float(allocation.cost["a"]) == head
+    expected = 0.5 * (0.02 * 2.0) ** 2 + 0.5 * (0.02 * 4.0) ** 2
+    assert float(allocation.cost["backbone"]) == pytest.approx(expected)

@@ -91,6 +91,9 @@ def test_classification_bad_input():
         task.loss(torch.zeros(2, 3), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"'left'.*NaN"):
         task.loss(torch.tensor([[0.0, float("nan"), 0.0]]), torch.tensor([0]))
+    for labels in (torch.tensor([0.0, 1.0]), torch.tensor([True, False])):
+        with pytest.raises(ValueError, match=r"'left'.*target must be integer labels \[B\]"):
+            task.loss(torch.zeros(2, 3), labels)
 
 
 def test_bce_heatmap_target_problem_flags_values_outside_0_1_but_not_ignored_pixels():
@@ -123,3 +126,12 @@ def test_classification_accuracy_of_a_single_sample():
     assert metric.compute() == {"accuracy": 100.0}
     metric.update(torch.tensor([[3.0, 2.0, 0.3]]), torch.tensor([1]))
     assert metric.compute() == {"accuracy": 50.0}
+
+
+def test_heatmap_loss_reads_no_values_when_the_caller_vouches_for_them():
+    task = HeatmapTask("edge")
+    pred = torch.full((1, 1, 2, 2), float("nan"))
+    target = torch.ones(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        task.loss(pred, target)
+    assert torch.isnan(task.loss(pred, target, check_values=False))

@@ -159,3 +159,17 @@ def test_losses_may_be_a_plain_list_and_a_weighting_needs_a_task():
     assert adaptive.update([0.5, 2.0]).tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="a weighting needs at least one task"):
         EqualWeighting([])
+
+
+def test_builder_passes_the_options_to_adaptive_weighting():
+    # warmup 0 and window 2: the second update already weighs the tasks (the default warmup
+    # would still give ones)
+    weighting = build_weighting("adaptive", ["a", "b"], window=2, warmup=0, param_ratio=None)
+    beta = feed(weighting, [[1.0, 2.0], [2.0, 3.0], [1.0, 2.0]])
+    assert beta.tolist() != [1.0, 1.0]
+    assert beta.tolist() == pytest.approx(
+        feed(
+            AdaptiveWeighting(["a", "b"], window=2, warmup=0, param_ratio=None),
+            [[1.0, 2.0], [2.0, 3.0], [1.0, 2.0]],
+        ).tolist()
+    )
