@@ -126,3 +126,24 @@ def test_pressure_level_steers_the_threshold_decay_by_the_cubic_schedule():
         expected.append(decay)
     assert decays == pytest.approx(expected)
     assert 2.0 in [b / a for a, b in zip([1.0, *decays], decays, strict=False)]  # it did lag
+
+
+def test_imp_prunes_to_the_initial_sparsity_at_the_start_when_t0_is_zero():
+    options = {"start_fraction": 0.0, "end_fraction": 0.5, "steps": 2, "initial_sparsity": 0.3}
+    run = start("imp", 0.8, options, iterations=20)
+    run.begin()
+    counts = report(run.model).overall
+    assert counts.nonzero == round(0.7 * counts.total)
+    with pytest.raises(UserError, match=r"options.steps must be >= 1, got 0"):
+        build_method("imp", 0.8, {"steps": 0})
+
+
+def test_adapmtl_thresholds_get_no_weight_decay_unless_asked():
+    from methods_harness import TinyMultiTask
+
+    method = build_method("adapmtl", 0.5, {})
+    model = method.prepare(TinyMultiTask())
+    groups = method.param_groups(model, lr=0.1, weight_decay=0.01)
+    decay = {group.get("name"): group["weight_decay"] for group in groups}
+    assert decay["thresholds"] == 0.0
+    assert 0.01 in decay.values()

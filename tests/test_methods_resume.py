@@ -15,7 +15,7 @@ CASES = [
     ("imp", 0.8, {"start_fraction": 0.1, "end_fraction": 0.6, "steps": 4}, 12, 5),
     ("lth", 0.9, {"rounds": 2, "dense_fraction": 0.5}, 12, 4),
     ("lth", 0.9, {"rounds": 2, "dense_fraction": 0.5, "rewind_iteration": 1}, 12, 4),
-    ("adapmtl", 0.5, {"allocation": "cost", "level": "schedule", "init": -3.0}, 12, 5),
+    ("adapmtl", 0.5, {"allocation": "cost", "level": "schedule", "init": -3.0}, 12, 3),
 ]
 
 
