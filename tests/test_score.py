@@ -89,3 +89,10 @@ def test_load_reference_errors_name_the_file(tmp_path, text, message):
 def test_load_reference_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"cannot read"):
         load_reference(tmp_path / "absent.yaml")
+
+
+def test_an_empty_dense_reference_is_refused_by_name():
+    message = r"^delta_t: the dense reference must list at least one metric per task$"
+    for dense in ({}, {"seg": {}}):
+        with pytest.raises(ValueError, match=message):
+            delta_t({"seg": {"miou": 1.0}}, dense, {"seg": {"miou": True}})

@@ -12,15 +12,19 @@ from torch import nn
 
 from adapmtl.sparsity import (
     CubicSchedule,
+    ScheduledLevel,
     TargetSparsityController,
     ThresholdPressure,
+    bake,
     freeze_masks,
+    layer_components,
     report,
     set_masks,
     sparse_layers,
     sparsify,
     thresholds,
 )
+from adapmtl.sparsity.parametrization import SparseWeight
 from sparsity_toys import LinearMTL, conv_mtl
 
 
@@ -116,3 +120,34 @@ def test_what_cannot_be_sparsified_is_named():
 def test_a_cubic_schedule_may_target_zero_sparsity():
     schedule = CubicSchedule(0.0, 0, 10)
     assert [schedule(t) for t in (0, 5, 10)] == [0.0, 0.0, 0.0]
+
+
+def test_unsparsified_models_and_half_given_thresholds_are_named():
+    with pytest.raises(ValueError, match=r"^the model is not sparsified: call sparsify\(model\)"):
+        ScheduledLevel(LinearMTL(3, 2, 2, 1), CubicSchedule(0.5, 0, 10))
+    with pytest.raises(ValueError, match=r"^thresholds and group must be given together$"):
+        SparseWeight(None, "backbone")
+
+
+def test_a_hard_threshold_with_regrow_lets_pruned_weights_learn():
+    grads = {}
+    for regrow in (False, True):
+        model = sparsify(LinearMTL(2, 2, 1, 1), mode="hard", regrow=regrow)
+        layer = model.heads["a"]
+        with torch.no_grad():
+            for _, module, _ in sparse_layers(model):  # positive features: ReLU passes them
+                module.parametrizations.weight.original.abs_().add_(0.1)
+                module.bias.abs_()
+            layer.parametrizations.weight.original.copy_(torch.tensor([[0.5, 0.01]]))
+            thresholds(model)["a"].fill_(math.log(0.1 / 0.9))  # alpha 0.1: 0.01 is pruned
+        out = model(torch.ones(1, 2))
+        (out["a"].sum() + out["b"].sum()).backward()
+        grads[regrow] = layer.parametrizations.weight.original.grad[0, 1].item()
+    assert grads[False] == 0.0 and grads[True] != 0.0
+
+
+def test_bake_leaves_a_plain_model_without_components():
+    model = sparsify(LinearMTL(3, 2, 2, 1))
+    assert layer_components(model)
+    bake(model)
+    assert layer_components(model) == {}
