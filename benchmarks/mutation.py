@@ -180,6 +180,21 @@ def row(label: str, count: int, counts: Counter[str]) -> str:
     )
 
 
+def run_mutmut(names: list[str]) -> list[str]:
+    """``mutmut run`` of ``names`` with one worker (its log in ``mutants/run.log``)."""
+    if names:
+        with (ROOT / "mutants" / "run.log").open("a") as log:
+            subprocess.run(
+                [MUTMUT, "run", "--max-children", "1", *names],
+                cwd=ROOT,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=8, help="mutants per module (-1: all)")
@@ -210,20 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
         if args.rerun or status(name, codes[module][name]) not in ("killed", "timeout")
     ]
-    if pending:
-        with (ROOT / "mutants" / "run.log").open("w") as log:
-            subprocess.run(
-                [MUTMUT, "run", "--max-children", "1", *pending],
-                cwd=ROOT,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-            )
+    ran = run_mutmut(pending)
+    # mutmut clears every verdict when its configuration changed: run what that left unchecked
+    codes = results()
+    ran += run_mutmut(
+        [n for m, names in chosen.items() for n in names if codes[m][n] is None and n not in ran]
+    )
     load_after = tuple(round(v, 2) for v in os.getloadavg())
     arguments = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/mutation.py " + " ".join(arguments)
-    text = markdown(chosen, command.strip(), (load_before, load_after), len(pending))
+    text = markdown(chosen, command.strip(), (load_before, load_after), len(ran))
     if args.markdown:
         args.markdown.write_text(text)
     else:
