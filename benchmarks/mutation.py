@@ -136,6 +136,7 @@ def markdown(
     chosen: dict[str, list[str]], command: str, load: tuple[tuple, tuple], ran: int
 ) -> str:
     codes = results()
+    total = sum(len(codes[module]) for module in chosen)
     lines = [
         "# Mutation testing of the core",
         "",
@@ -145,6 +146,7 @@ def markdown(
         "/ (mutants - equivalent); a mutant that no test reaches counts as not killed.",
         "",
         f"- Command: `{command}`",
+        f"- Sample: {sum(len(n) for n in chosen.values())} of the {total} mutants of these modules",
         f"- Mutants run by this command: {ran} of {sum(len(n) for n in chosen.values())} (the"
         " others' kills were on record from an earlier run of the same functions)",
         f"- Load average (1, 5, 15 min) before: {load[0]}, after: {load[1]}",
