@@ -77,6 +77,11 @@ EQUIVALENT: dict[str, str] = {
     "adapmtl.tasks.heatmap.xǁHeatmapMetricǁ_zero_state__mutmut_38": _CPU_ONLY,
     "adapmtl.tasks.normal.xǁNormalMetricǁ_zero_state__mutmut_35": _CPU_ONLY,
     "adapmtl.tasks.normal.xǁNormalMetricǁupdate__mutmut_43": _CPU_ONLY,
+    "adapmtl.sparsity.allocation.xǁCostAllocationǁload_state_dict__mutmut_1": _CPU_ONLY,
+    "adapmtl.tasks.base.x_batch_weighted__mutmut_11": _CPU_ONLY,
+    "adapmtl.tasks.depth.xǁDepthMetricǁ_zero_state__mutmut_15": _CPU_ONLY,
+    "adapmtl.tasks.depth.xǁDepthMetricǁupdate__mutmut_39": _CPU_ONLY,
+    "adapmtl.tasks.normal.xǁNormalMetricǁ_zero_state__mutmut_8": _CPU_ONLY,
     "adapmtl.methods.lth.xǁLTHǁ_prune_and_rewind__mutmut_1": "an internal assertion whose two "
     "conditions both hold whenever the method prunes",
     "adapmtl.weighting.adaptive.xǁAdaptiveWeightingǁ_update_official__mutmut_6": "with an "

@@ -215,3 +215,14 @@ def test_a_layout_that_disagrees_with_the_stored_pieces_is_named(tmp_path):
     message = rf"'{key}': layout says {held['n'] + 1} nonzeros, file holds {held['n']}"
     with pytest.raises(UserError, match=message):
         load_exported(tmp_path / "bad.safetensors")
+
+
+def test_an_unknown_encoding_and_the_callers_metadata(tmp_path):
+    from adapmtl.errors import UserError
+    from adapmtl.sparsity.export import read_metadata
+
+    key = _tampered(tmp_path, lambda entry: entry.update(encoding="rle"))
+    with pytest.raises(UserError, match=rf"'{key}': unknown encoding 'rle', expected 'bitmask'"):
+        load_exported(tmp_path / "bad.safetensors")
+    path = export_model(conv_mtl(0), tmp_path / "n.safetensors", metadata={"note": 3})
+    assert read_metadata(path)["note"] == "3"

@@ -147,3 +147,18 @@ def test_adapmtl_thresholds_get_no_weight_decay_unless_asked():
     decay = {group.get("name"): group["weight_decay"] for group in groups}
     assert decay["thresholds"] == 0.0
     assert 0.01 in decay.values()
+
+
+def test_adapmtl_needs_a_target_and_dense_keeps_the_weights_after_the_given_step():
+    with pytest.raises(UserError, match=r"adapmtl needs a target sparsity \(method.target\)"):
+        build_method("adapmtl", None, {})
+    from methods_harness import plain_weights
+
+    run = start("dense", None, {"keep_weights_at": 2}, iterations=4)
+    after = {}
+    run.before_after_step.append(lambda it: after.__setitem__(it, plain_weights(run.model)))
+    run.fit()
+    kept = run.method.state_dict()["kept_weights"]
+    assert kept["iteration"] == 2
+    for path, w in after[1].items():  # the weights after 2 steps (iterations 0 and 1)
+        assert (kept["state"][f"{path}.weight"].numpy() == w).all(), path

@@ -99,6 +99,11 @@ def test_hard_mode_keeps_survivors_whole_where_soft_mode_shrinks_them():
     torch.testing.assert_close(effective["soft"], torch.tensor([[0.2, 0.0], [-0.6, 0.0]]))
 
 
+def test_a_mask_layer_before_its_first_mask_reads_as_dense():
+    model = sparsify(LinearMTL(3, 2, 2, 1), mode="mask")
+    assert "mode=dense, group=None" in repr(model.heads["a"].parametrizations.weight[0])
+
+
 def test_the_mask_buffer_is_boolean_before_and_after_the_freeze():
     model = sparsify(conv_mtl(), init=-3.0)
     masks = [v for k, v in model.state_dict().items() if k.endswith(".mask")]

@@ -120,3 +120,9 @@ def test_ratio_on_the_threshold_counts_as_within():
 def test_an_unknown_average_is_named_with_its_choices():
     with pytest.raises(ValueError, match=r"'depth': average must be one of \[.*'pooled'.*got 'x'"):
         DepthTask(average="x")
+
+
+def test_eps_must_be_positive():
+    with pytest.raises(ValueError, match="eps"):
+        DepthTask(eps=0.0)
+    DepthTask(eps=1e-9)

@@ -135,3 +135,16 @@ def test_heatmap_loss_reads_no_values_when_the_caller_vouches_for_them():
     with pytest.raises(ValueError, match="NaN or Inf"):
         task.loss(pred, target)
     assert torch.isnan(task.loss(pred, target, check_values=False))
+
+
+def test_heatmap_pooled_average_weighs_every_valid_pixel_once():
+    metric = HeatmapTask("keypoint").new_metric()  # pooled, the default
+    metric.update(torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]]))
+    metric.update(torch.zeros(2, 1, 1, 1), torch.tensor([[[[5.0]]], [[[255.0]]]]))
+    assert metric.compute()["mae"] == pytest.approx((1 + 3 + 5) / 3)
+
+
+def test_classification_class_weights_may_be_zero_but_not_negative():
+    ClassificationTask("cls", 3, class_weights=[0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"'cls'.*class_weights must be 3 finite non-negative"):
+        ClassificationTask("cls", 3, class_weights=[-0.1, 1.0, 2.0])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapmtl.tasks import DepthTask, NormalTask, SegmentationTask
+from adapmtl.tasks import ClassificationTask, DepthTask, NormalTask, SegmentationTask
 
 
 def test_confusion_rows_are_ground_truth_and_columns_predictions():
@@ -32,7 +32,12 @@ def test_statistics_move_to_the_device_of_the_increments():
 
 @pytest.mark.parametrize(
     "task",
-    [SegmentationTask(3, pixel_acc="batch"), NormalTask(), DepthTask(average="batch")],
+    [
+        SegmentationTask(3, pixel_acc="batch"),
+        NormalTask(),
+        DepthTask(average="batch"),
+        ClassificationTask("cls", 3),
+    ],
     ids=lambda t: t.name,
 )
 def test_counts_are_exact_integers_and_a_loaded_state_keeps_the_metrics_dtypes(task):

@@ -93,3 +93,11 @@ def test_opposite_vectors_are_180_degrees_apart_when_rounding_puts_cos_below_min
     metric = NormalTask().new_metric()
     metric.update(v.float(), -v.float())
     assert metric.compute()["angle_mean"] == pytest.approx(180.0)
+
+
+def test_identical_vectors_are_0_degrees_apart_when_rounding_puts_cos_above_one():
+    v = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p = torch.nn.functional.normalize(v, dim=1)
+    assert bool(((p * p).sum(dim=1) > 1).any())  # the case the clamp exists for
+    angles = angle_degrees(v, v)
+    torch.testing.assert_close(angles, torch.zeros_like(angles), rtol=0.0, atol=1e-5)

@@ -141,3 +141,10 @@ def test_batch_pixel_accuracy_is_accumulated_in_double_precision():
         pred[:, 0] = 1.0  # always class 0
         metric.update(pred, target)
     assert metric.compute()["pixel_acc"] == pytest.approx(100 * (1 / 3 + 2 / 7) / 2, rel=1e-13)
+
+
+def test_target_problem_flags_labels_outside_the_classes_but_not_the_ignore_label():
+    task = SegmentationTask(3)
+    assert not bool(task.target_problem(torch.tensor([[[0, 2, 255]]])))
+    for bad in (-1, 3):
+        assert bool(task.target_problem(torch.tensor([[[0, bad, 255]]])))
