@@ -82,6 +82,7 @@ EQUIVALENT: dict[str, str] = {
     "adapmtl.tasks.depth.xǁDepthMetricǁ_zero_state__mutmut_15": _CPU_ONLY,
     "adapmtl.tasks.depth.xǁDepthMetricǁupdate__mutmut_39": _CPU_ONLY,
     "adapmtl.tasks.normal.xǁNormalMetricǁ_zero_state__mutmut_8": _CPU_ONLY,
+    "adapmtl.weighting.base.xǁWeightingǁ_check__mutmut_6": _CPU_ONLY,
     "adapmtl.methods.lth.xǁLTHǁ_prune_and_rewind__mutmut_1": "an internal assertion whose two "
     "conditions both hold whenever the method prunes",
     "adapmtl.weighting.adaptive.xǁAdaptiveWeightingǁ_update_official__mutmut_6": "with an "

@@ -48,6 +48,9 @@ def test_lth_rewind_may_be_the_first_prune_but_not_after_it():
 def test_imp_start_must_come_before_end():
     with pytest.raises(UserError, match="start_fraction"):
         build_method("imp", 0.9, {"start_fraction": 0.5, "end_fraction": 0.5})
+    with pytest.raises(UserError, match="end_fraction < 1"):
+        build_method("imp", 0.9, {"start_fraction": 0.5, "end_fraction": 1.0})
+    build_method("imp", 0.9, {"start_fraction": 0.0, "end_fraction": 0.99})
 
 
 def test_imp_prunes_to_the_initial_sparsity_at_t0_one():
@@ -91,11 +94,12 @@ def test_a_plain_method_trains_every_parameter_at_the_given_rate_and_decay():
         torch.testing.assert_close(p.detach(), old - 0.1 * (1.0 + 0.01 * old))
 
 
-def test_lth_leaves_the_excluded_layers_dense():
+@pytest.mark.parametrize("name", ["lth", "imp"])
+def test_lth_and_imp_leave_the_excluded_layers_dense(name):
     from adapmtl.sparsity import sparse_layers
     from methods_harness import TinyMultiTask
 
-    model = build_method("lth", 0.9, {"exclude": ["heads.a"]}).prepare(TinyMultiTask())
+    model = build_method(name, 0.9, {"exclude": ["heads.a"]}).prepare(TinyMultiTask())
     paths = {path for path, _, _ in sparse_layers(model)}
     assert paths and not any(path.startswith("heads.a") for path in paths)
     assert any(path.startswith("heads.b") for path in paths)

@@ -39,7 +39,11 @@ def test_needs_the_thresholds_group():
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"target": 1.0}, "target"), ({"until": 0}, "until"), ({"growth": 1.0}, "growth")],
+    [
+        ({"target": 1.0}, r"^target sparsity must be in \(0, 1\), got 1.0"),
+        ({"until": 0}, r"^until must be >= 1, got 0"),
+        ({"growth": 1.0}, r"^growth must be > 1, got 1.0"),
+    ],
 )
 def test_bad_arguments(kwargs, word):
     args = {"target": 0.5, "until": 3, **kwargs}
