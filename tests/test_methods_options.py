@@ -166,3 +166,9 @@ def test_adapmtl_needs_a_target_and_dense_keeps_the_weights_after_the_given_step
     assert kept["iteration"] == 2
     for path, w in after[1].items():  # the weights after 2 steps (iterations 0 and 1)
         assert (kept["state"][f"{path}.weight"].numpy() == w).all(), path
+
+
+def test_lth_names_the_last_prune_that_leaves_no_retraining():
+    lth = build_method("lth", 0.9, {"rounds": 3, "dense_fraction": 0.999})
+    with pytest.raises(UserError, match=r"the last prune at iteration 100 leaves no retraining"):
+        lth.prune_iterations(100)

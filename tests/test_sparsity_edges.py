@@ -156,3 +156,23 @@ def test_bake_leaves_a_plain_model_without_components():
     assert layer_components(model)
     bake(model)
     assert layer_components(model) == {}
+
+
+def test_more_refusals_are_named():
+    model = sparsify(LinearMTL(3, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"^model is already sparsified; bake\(model\) first"):
+        sparsify(model)
+    with pytest.raises(ValueError, match=r"^grouping 'backbone_heads' needs a component named 'b"):
+        sparsify(LinearMTL(3, 2, 2, 1), grouping="backbone_heads", components={"x": ["heads"]})
+    with pytest.raises(ValueError, match=r"^regrow applies to hard thresholds only$"):
+        SparseWeight(None, None, regrow=True)
+
+
+def test_the_init_warning_says_how_much_is_already_zero():
+    model = LinearMTL(2, 2, 1, 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.01)
+        model.heads["b"].weight.fill_(1.0)  # 2 of 12 weights survive alpha = 0.5
+    with pytest.warns(UserWarning, match=r"already zero 83\.3% of the weights: theta init is"):
+        sparsify(model, init=0.0)
