@@ -63,6 +63,7 @@ EQUIVALENT: dict[str, str] = {
     "adapmtl.sparsity.report.x__layer_values__mutmut_8": "torch.stack promotes the float32 zeros "
     "to float64 (the count's dtype); zero is exact in both",
     "adapmtl.sparsity.report.x__layer_values__mutmut_9": _CPU_ONLY,
+    "adapmtl.sparsity.report.x__layer_values__mutmut_11": "as mutmut_8",
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_2": _JSON_SPACING,
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_4": _JSON_SPACING,
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_5": _JSON_SPACING,
