@@ -24,6 +24,7 @@ from adapmtl.sparsity import (
     thresholds,
 )
 from adapmtl.sparsity.export import (
+    LAYOUT_KEY,
     decode_bitmask,
     encode_bitmask,
     export_model,
@@ -177,3 +178,51 @@ def test_an_encoded_piece_missing_from_the_layout_is_an_error(tmp_path, suffix):
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
     with pytest.raises(UserError, match=r"\['stray" + suffix + r"'\] are not described"):
         load_exported(tmp_path / "bad.safetensors")
+
+
+def _tampered(tmp_path, change) -> str:
+    """A sparse export of a partly pruned model with one layout entry edited by ``change``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = export_model(sparsify(conv_mtl(0), init=-3.0), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        metadata = f.metadata()
+    layout = json.loads(metadata[LAYOUT_KEY])
+    key = sorted(layout)[0]
+    change(layout[key])
+    metadata[LAYOUT_KEY] = json.dumps(layout)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    return key
+
+
+def test_a_layout_that_disagrees_with_the_stored_pieces_is_named(tmp_path):
+    from adapmtl.errors import UserError
+
+    key = _tampered(tmp_path, lambda entry: entry.update(dtype="float16"))
+    message = rf"'{key}': values are torch.float32, layout says 'float16'"
+    with pytest.raises(UserError, match=message):
+        load_exported(tmp_path / "bad.safetensors")
+    held = {}
+
+    def add_one(entry):
+        held["n"] = int(entry["nonzero"])
+        entry["nonzero"] = held["n"] + 1
+
+    key = _tampered(tmp_path, add_one)
+    message = rf"'{key}': layout says {held['n'] + 1} nonzeros, file holds {held['n']}"
+    with pytest.raises(UserError, match=message):
+        load_exported(tmp_path / "bad.safetensors")
+
+
+def test_an_unknown_encoding_and_the_callers_metadata(tmp_path):
+    from adapmtl.errors import UserError
+    from adapmtl.sparsity.export import read_metadata
+
+    key = _tampered(tmp_path, lambda entry: entry.update(encoding="rle"))
+    with pytest.raises(UserError, match=rf"'{key}': unknown encoding 'rle', expected 'bitmask'"):
+        load_exported(tmp_path / "bad.safetensors")
+    path = export_model(conv_mtl(0), tmp_path / "n.safetensors", metadata={"note": 3})
+    assert read_metadata(path)["note"] == "3"

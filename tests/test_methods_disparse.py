@@ -277,3 +277,17 @@ def test_every_method_ends_within_half_a_point_of_the_target(name, options, targ
     sparsity = report(run.model).sparsity
     assert abs(sparsity - target) <= 0.005, sparsity
     assert run.method.at_target()
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_dynamic_masks_start_at_the_erk_densities_of_the_chosen_power(power):
+    options = {"mode": "dynamic", "update_every": 4, "erk_power": power}
+    run = start("disparse", 0.8, options, iterations=20)
+    run.begin()
+    masks = masks_np(run.model)
+    shapes = {path: torch.Size(mask.shape) for path, mask in masks.items()}
+    expected = erk_densities(shapes, 0.2, power)
+    first = next(iter(masks))  # the stem starts dense
+    for path, mask in masks.items():
+        if path != first:
+            assert mask.sum() == round(expected[path] * mask.size), path

@@ -63,6 +63,9 @@ def test_load_reference_yaml_and_json(tmp_path):
     json_file = tmp_path / "dense.json"
     json_file.write_text(json.dumps({"keypoint": {"mae": 1}}))
     assert load_reference(json_file) == {"keypoint": {"mae": 1.0}}
+    # JSON's exponent form: YAML 1.1 would read 1e-3 as a string, so JSON must be parsed as JSON
+    json_file.write_text('{"depth": {"rel_err": 1e-3, "abs_err": 2E1}}')
+    assert load_reference(json_file) == {"depth": {"rel_err": 0.001, "abs_err": 20.0}}
 
 
 @pytest.mark.parametrize(
@@ -86,3 +89,10 @@ def test_load_reference_errors_name_the_file(tmp_path, text, message):
 def test_load_reference_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"cannot read"):
         load_reference(tmp_path / "absent.yaml")
+
+
+def test_an_empty_dense_reference_is_refused_by_name():
+    message = r"^delta_t: the dense reference must list at least one metric per task$"
+    for dense in ({}, {"seg": {}}):
+        with pytest.raises(ValueError, match=message):
+            delta_t({"seg": {"miou": 1.0}}, dense, {"seg": {"miou": True}})

@@ -157,3 +157,21 @@ def test_baking_a_deep_copy_leaves_the_original_working():
         assert torch.equal(after[task], value)
         assert torch.equal(baked(x)[task], value)
     assert is_sparsified(model)
+
+
+@pytest.mark.parametrize("count", [5, 6])
+def test_a_long_list_of_keys_names_the_first_five_and_says_there_are_more(count):
+    state = conv_mtl(seed=5).state_dict()
+    dropped = sorted(state)[:count]
+    for key in dropped:
+        state.pop(key)
+    with pytest.raises(ValueError) as info:
+        load_dense_state_dict(_sparse_model(), state)
+    more = " ..." if count > 5 else ""
+    assert f"missing {dropped[:5]}{more}, unexpected []" in str(info.value)
+    state = conv_mtl(seed=5).state_dict()
+    extra = [f"extra{i}" for i in range(count)]
+    state.update({key: torch.zeros(1) for key in extra})
+    with pytest.raises(ValueError) as info:
+        load_dense_state_dict(_sparse_model(), state)
+    assert str(info.value).endswith(f"missing [], unexpected {extra[:5]}{more}")

@@ -222,7 +222,7 @@ def test_cost_allocation_moves_each_threshold_by_its_centred_log_cost():
         thresholds(model)["a"].fill_(theta_from_alpha(0.095))
     model.backbone.parametrizations.weight.original.grad = torch.tensor([[0.0, 3.0, 5.0, 7.0]])
     model.heads["a"].parametrizations.weight.original.grad = torch.tensor([[0.0, 0.1, 9.0, 9.0]])
-    allocation = CostAllocation(model, rate=0.5, band=0.25)
+    allocation = CostAllocation(model, rate=0.5)  # the default band, 0.25
     costs = {g: float(c) for g, (c, _) in allocation.marginal_costs().items()}
     # band of the backbone: |W| = 0.01 (grad 0); of the head: |W| = 0.1 (grad 0): both zero, so
     # move the thresholds onto the second weights instead
@@ -256,3 +256,33 @@ def test_cost_allocation_state_round_trip():
     assert {g: float(v) for g, v in restored.cost.items()} == {
         g: float(v) for g, v in allocation.cost.items()
     }
+
+
+def test_cost_allocation_rejects_bad_settings_by_name():
+    model = two_groups(0.019, 0.19)
+    for kwargs, message in [
+        ({"rate": 0.0}, r"rate must be > 0, got 0.0"),
+        ({"band": -0.1}, r"band must be > 0, got -0.1"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+        ({"momentum": -0.5}, r"momentum must be in \[0, 1\), got -0.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            CostAllocation(model, **kwargs)
+    CostAllocation(model, momentum=0.0)  # the boundary is allowed
+
+
+def test_cost_allocation_keeps_the_average_of_a_group_whose_band_is_empty():
+    model = two_groups(0.019, 0.19)  # bands hold |W| = 0.02 and 0.2
+    model.backbone.parametrizations.weight.original.grad = torch.full((1, 4), 2.0)
+    model.heads["a"].parametrizations.weight.original.grad = torch.full((1, 4), 3.0)
+    allocation = CostAllocation(model, momentum=0.5)
+    allocation.observe()
+    head = float(allocation.cost["a"])
+    assert head == pytest.approx((0.2 * 3.0) ** 2)
+    with torch.no_grad():
+        thresholds(model)["a"].fill_(theta_from_alpha(0.5))  # (0.5, 0.625]: no head weight
+    model.backbone.parametrizations.weight.original.grad = torch.full((1, 4), 4.0)
+    allocation.observe()
+    assert float(allocation.cost["a"]) == head
+    expected = 0.5 * (0.02 * 2.0) ** 2 + 0.5 * (0.02 * 4.0) ** 2
+    assert float(allocation.cost["backbone"]) == pytest.approx(expected)

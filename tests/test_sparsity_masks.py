@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapmtl.sparsity import current_masks, freeze_masks, report, set_masks, sparsify
+from adapmtl.sparsity import current_masks, freeze_masks, report, set_masks, sparsify, thresholds
 from sparsity_toys import ConvMTL, conv_mtl, single_thread, total_loss
 
 _single_thread = pytest.fixture(autouse=True)(single_thread)
@@ -84,3 +84,29 @@ def test_freeze_masks_twice_changes_nothing():
     freeze_masks(model)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_freeze_leaves_only_the_weights_trainable():
+    # The docstring's contract: after the freeze the thresholds stop receiving gradients, so an
+    # optimizer (or DDP, which rejects trainable parameters that get no gradient) sees only the
+    # weights and biases.
+    model = sparsify(conv_mtl(), init=-3.0)
+    threshold_ids = {id(t) for t in thresholds(model).values()}
+    assert threshold_ids and all(t.requires_grad for t in model.parameters())
+    freeze_masks(model)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in model.parameters()} - threshold_ids
+
+
+def test_current_masks_are_the_nonzeros_of_the_effective_weights():
+    # soft thresholds: |W| > alpha; mask mode: the mask, less any stored zero under it
+    model = sparsify(conv_mtl(), init=-3.0)
+    for path, mask in current_masks(model).items():
+        assert torch.equal(mask, model.get_submodule(path).weight != 0), path
+    masked = sparsify(conv_mtl(), mode="mask")
+    set_masks(masked, _random_masks(masked, keep=0.6))
+    with torch.no_grad():
+        masked.heads.depth.parametrizations.weight.original.zero_()
+    for path, mask in current_masks(masked).items():
+        assert torch.equal(mask, masked.get_submodule(path).weight != 0), path
+    assert not current_masks(masked)["heads.depth"].any()

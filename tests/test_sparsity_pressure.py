@@ -32,18 +32,28 @@ def test_decay_grows_when_lagging_and_shrinks_when_ahead():
 def test_needs_the_thresholds_group():
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(model.parameters())
-    with pytest.raises(ValueError, match="thresholds"):
+    message = r"^the optimizer has no parameter group named 'thresholds': build it with param_"
+    with pytest.raises(ValueError, match=message):
         ThresholdPressure(0.5, until=3).update(optimizer, 0, 0.0)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"target": 1.0}, "target"), ({"until": 0}, "until"), ({"growth": 1.0}, "growth")],
+    [
+        ({"target": 1.0}, r"^target sparsity must be in \(0, 1\), got 1.0"),
+        ({"until": 0}, r"^until must be >= 1, got 0"),
+        ({"growth": 1.0}, r"^growth must be > 1, got 1.0"),
+    ],
 )
 def test_bad_arguments(kwargs, word):
     args = {"target": 0.5, "until": 3, **kwargs}
     with pytest.raises(ValueError, match=word):
         ThresholdPressure(**args)
+
+
+def test_a_schedule_may_reach_the_target_after_one_iteration():
+    pressure = ThresholdPressure(0.5, until=1)
+    assert (pressure.schedule(0), pressure.schedule(1)) == (0.0, 0.5)
 
 
 def test_reaches_a_target_that_fixed_decay_never_reaches():

@@ -118,7 +118,13 @@ def test_table_shows_the_numbers():
     theta_rows = {line.split()[0]: line.split()[1:] for line in thetas.splitlines()}
     assert float(theta_rows["backbone"][0]) == pytest.approx(logit(0.25), abs=1e-4)
     assert float(theta_rows["b"][1]) == pytest.approx(0.3, rel=1e-4)
-    layers = report(_model()).layer_table()
-    assert "backbone.2" in layers
-    assert "heads.b" in layers
-    assert "100.00%" in layers
+    assert rows["component"] == ["nonzero", "total", "sparsity"]
+    assert thetas.splitlines()[0].split() == ["threshold", "group", "theta", "alpha"]
+    layers = [line.split() for line in report(_model()).layer_table().splitlines()]
+    assert layers[0] == ["layer", "component", "mode", "total", "sparsity"]
+    assert layers[1:] == [
+        ["backbone.0", "backbone", "soft", "6", "33.33%"],
+        ["backbone.2", "backbone", "soft", "4", "50.00%"],
+        ["heads.a", "a", "soft", "4", "50.00%"],
+        ["heads.b", "b", "soft", "2", "100.00%"],
+    ]

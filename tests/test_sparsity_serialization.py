@@ -164,3 +164,13 @@ def test_checkpoint_loads_with_weights_only_and_resumes_identically(tmp_path):
         assert k == k2
         assert torch.equal(a, b), k
     assert report(model2).sparsity == report(model).sparsity
+
+
+def test_non_strict_load_without_the_masks_reports_them_missing():
+    model = _sparse_model()
+    freeze_masks(model)
+    masks = {k for k in model.state_dict() if k.endswith(".mask")}
+    state = {k: v for k, v in model.state_dict().items() if k not in masks}
+    result = _sparse_model(seed=1).load_state_dict(state, strict=False)
+    assert masks and set(result.missing_keys) == masks
+    assert result.unexpected_keys == []

@@ -11,6 +11,7 @@ from adapmtl.tasks import (
     SegmentationTask,
     resize_nearest,
 )
+from adapmtl.tasks.base import cross_entropy_mean
 
 
 def seg_target(gen, b, h, w):
@@ -148,3 +149,49 @@ def test_resize_nearest_matches_index_selection():
     y = torch.arange(4.0).reshape(1, 1, 2, 2)
     assert torch.equal(resize_nearest(y, (4, 4)), y.repeat_interleave(2, 2).repeat_interleave(2, 3))
     assert resize_nearest(y, (2, 2)) is y
+
+
+@pytest.mark.parametrize(
+    ("task", "shape"),
+    [
+        (NormalTask(), (2, 1, 8, 8)),  # four dimensions, the wrong channel count
+        (NormalTask(), (2, 3, 8)),  # the right channel count, three dimensions
+        (DepthTask(), (2, 3, 8, 8)),
+        (DepthTask(), (2, 1, 8)),
+        (SegmentationTask(5), (2, 1, 8, 8)),  # a label map has no channel dimension
+    ],
+    ids=str,
+)
+def test_a_target_of_the_wrong_shape_is_rejected(task, shape):
+    dtype = torch.int64 if isinstance(task, SegmentationTask) else torch.float32
+    target = torch.ones(shape, dtype=dtype)
+    pred = torch.zeros(2, task.channels, 4, 4)
+    expected = r"\[B, H, W\]" if isinstance(task, SegmentationTask) else r"\[B, \d, H, W\]"
+    with pytest.raises(ValueError, match=rf"'{task.name}'.*target must have shape {expected}"):
+        task.loss(pred, target)
+    with pytest.raises(ValueError, match=rf"'{task.name}'.*target must have shape {expected}"):
+        task.new_metric().update(pred, target)
+
+
+def test_cross_entropy_mean_counts_labels_outside_the_classes_as_ignored():
+    # With the value check off (check_values=False), labels -1 and C are skipped like the
+    # ignore label, not gathered out of range.
+    gen = torch.Generator().manual_seed(5)
+    pred = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    target = torch.tensor([0, 3, -1, 2, -100, 1])
+    keep = torch.tensor([0, 3, 5])
+    expected = torch.nn.functional.cross_entropy(pred[keep], target[keep])
+    assert cross_entropy_mean(pred, target, None).item() == pytest.approx(expected.item(), 1e-14)
+
+
+def test_repr_names_the_class_the_task_and_its_channels():
+    assert repr(DepthTask()) == "DepthTask(name='depth', channels=1)"
+    assert repr(SegmentationTask(5)) == "SegmentationTask(name='seg', channels=5)"
+
+
+def test_segmentation_class_weights_must_be_finite_and_non_negative():
+    for bad in ([1.0, -0.5, 1.0], [1.0, float("inf"), 1.0]):
+        with pytest.raises(ValueError, match=r"'seg'.*class_weights must be finite and non-neg"):
+            SegmentationTask(3, class_weights=bad)
+    with pytest.raises(ValueError, match=r"'seg'.*class_weights must have 3 entries, got 2"):
+        SegmentationTask(3, class_weights=[1.0, 2.0])

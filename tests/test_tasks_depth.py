@@ -115,3 +115,14 @@ def test_ratio_on_the_threshold_counts_as_within():
     metric.update(column([1.25, 1.5625]), column([1.0, 1.0]))
     result = metric.compute()
     assert (result["delta1"], result["delta2"]) == (50.0, 100.0)
+
+
+def test_an_unknown_average_is_named_with_its_choices():
+    with pytest.raises(ValueError, match=r"'depth': average must be one of \[.*'pooled'.*got 'x'"):
+        DepthTask(average="x")
+
+
+def test_eps_must_be_positive():
+    with pytest.raises(ValueError, match="eps"):
+        DepthTask(eps=0.0)
+    DepthTask(eps=1e-9)

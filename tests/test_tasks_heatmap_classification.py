@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adapmtl.tasks import ClassificationTask, HeatmapTask
 
@@ -90,3 +91,60 @@ def test_classification_bad_input():
         task.loss(torch.zeros(2, 3), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"'left'.*NaN"):
         task.loss(torch.tensor([[0.0, float("nan"), 0.0]]), torch.tensor([0]))
+    for labels in (torch.tensor([0.0, 1.0]), torch.tensor([True, False])):
+        with pytest.raises(ValueError, match=r"'left'.*target must be integer labels \[B\]"):
+            task.loss(torch.zeros(2, 3), labels)
+
+
+def test_bce_heatmap_target_problem_flags_values_outside_0_1_but_not_ignored_pixels():
+    task = HeatmapTask("edge", loss="bce")
+    target = torch.tensor([[[[0.0, 1.0], [0.5, 255.0]]], [[[0.25, 0.75], [1.0, 0.0]]]])
+    assert not bool(task.target_problem(target))
+    target[1, 0, 1, 1] = 1.5
+    assert bool(task.target_problem(target))
+    target[1, 0, 1, 1] = -0.5
+    assert bool(task.target_problem(target))
+
+
+def test_classification_loss_with_class_weights_in_double_precision():
+    gen = torch.Generator().manual_seed(3)
+    weights = [0.1, 0.7, 0.3]
+    task = ClassificationTask("cls", 3, class_weights=weights)
+    pred = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 1, 0, 2, 1])
+    # the weights are stored in float32; the loss takes them to the prediction's precision
+    reference = F.cross_entropy(pred, target, weight=task.class_weights.double())
+    loss = task.loss(pred, target)
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-14)
+
+
+def test_classification_accuracy_of_a_single_sample():
+    task = ClassificationTask("cls", 3)
+    metric = task.new_metric()
+    metric.update(torch.tensor([[0.1, 2.0, 0.3]]), torch.tensor([1]))
+    assert metric.compute() == {"accuracy": 100.0}
+    metric.update(torch.tensor([[3.0, 2.0, 0.3]]), torch.tensor([1]))
+    assert metric.compute() == {"accuracy": 50.0}
+
+
+def test_heatmap_loss_reads_no_values_when_the_caller_vouches_for_them():
+    task = HeatmapTask("edge")
+    pred = torch.full((1, 1, 2, 2), float("nan"))
+    target = torch.ones(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        task.loss(pred, target)
+    assert torch.isnan(task.loss(pred, target, check_values=False))
+
+
+def test_heatmap_pooled_average_weighs_every_valid_pixel_once():
+    metric = HeatmapTask("keypoint").new_metric()  # pooled, the default
+    metric.update(torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]]))
+    metric.update(torch.zeros(2, 1, 1, 1), torch.tensor([[[[5.0]]], [[[255.0]]]]))
+    assert metric.compute()["mae"] == pytest.approx((1 + 3 + 5) / 3)
+
+
+def test_classification_class_weights_may_be_zero_but_not_negative():
+    ClassificationTask("cls", 3, class_weights=[0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"'cls'.*class_weights must be 3 finite non-negative"):
+        ClassificationTask("cls", 3, class_weights=[-0.1, 1.0, 2.0])

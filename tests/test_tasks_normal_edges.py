@@ -82,3 +82,22 @@ def test_median_stays_exact_past_float32_counts():
     state["count"] = torch.tensor(n)
     metric.load_state(state)
     assert metric.compute()["angle_median"] == pytest.approx(0.5 * task.median_bin)
+
+
+def test_opposite_vectors_are_180_degrees_apart_when_rounding_puts_cos_below_minus_one():
+    v = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    p, g = torch.nn.functional.normalize(v, dim=1), torch.nn.functional.normalize(-v, dim=1)
+    assert bool(((p * g).sum(dim=1) < -1).any())  # the case the clamp exists for
+    angles = angle_degrees(v, -v)  # cos = -1 up to an ulp: within 1e-5 degree of 180
+    torch.testing.assert_close(angles, torch.full_like(angles, 180.0), rtol=0.0, atol=1e-5)
+    metric = NormalTask().new_metric()
+    metric.update(v.float(), -v.float())
+    assert metric.compute()["angle_mean"] == pytest.approx(180.0)
+
+
+def test_identical_vectors_are_0_degrees_apart_when_rounding_puts_cos_above_one():
+    v = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p = torch.nn.functional.normalize(v, dim=1)
+    assert bool(((p * p).sum(dim=1) > 1).any())  # the case the clamp exists for
+    angles = angle_degrees(v, v)
+    torch.testing.assert_close(angles, torch.zeros_like(angles), rtol=0.0, atol=1e-5)

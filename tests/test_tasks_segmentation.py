@@ -129,3 +129,22 @@ def test_empty_metric_cannot_compute():
     metric.update(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 255))
     with pytest.raises(ValueError, match=r"'seg'.*no valid"):
         metric.compute()
+
+
+def test_batch_pixel_accuracy_is_accumulated_in_double_precision():
+    # batches of one image: 1 of 3 pixels right, then 2 of 7; mean (1/3 + 2/7) / 2
+    task = SegmentationTask(2, pixel_acc="batch")
+    metric = task.new_metric()
+    for labels in ([0, 1, 1], [0, 0, 1, 1, 1, 1, 1]):
+        target = torch.tensor([[labels]])
+        pred = torch.zeros(1, 2, 1, len(labels))
+        pred[:, 0] = 1.0  # always class 0
+        metric.update(pred, target)
+    assert metric.compute()["pixel_acc"] == pytest.approx(100 * (1 / 3 + 2 / 7) / 2, rel=1e-13)
+
+
+def test_target_problem_flags_labels_outside_the_classes_but_not_the_ignore_label():
+    task = SegmentationTask(3)
+    assert not bool(task.target_problem(torch.tensor([[[0, 2, 255]]])))
+    for bad in (-1, 3):
+        assert bool(task.target_problem(torch.tensor([[[0, bad, 255]]])))

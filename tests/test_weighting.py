@@ -164,3 +164,53 @@ def test_param_ratio_names_a_missing_shared_component():
     with pytest.raises(ValueError, match=r"no component 'backbone' \(components: trunk, a, b\)"):
         param_ratio(model)
     assert param_ratio(model, backbone="trunk") == pytest.approx(48 / 28)
+
+
+def test_builder_makes_equal_weighting_and_rejects_options_for_it():
+    weighting = build_weighting("equal", ["a", "b"])
+    assert isinstance(weighting, EqualWeighting)
+    assert weighting.update(torch.tensor([2.0, 5.0])).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r"takes no options, got \['lam', 'window'\]"):
+        build_weighting("equal", ["a"], window=3, lam=1.0)
+
+
+def test_a_wrong_number_of_losses_names_the_tasks():
+    for weighting in (EqualWeighting(["seg", "depth"]), AdaptiveWeighting(["seg", "depth"])):
+        with pytest.raises(ValueError, match=r"expected 2 task losses \(seg, depth\), got 3"):
+            weighting.update(torch.ones(3))
+
+
+def test_equal_weighting_state_round_trip_checks_the_tasks():
+    state = EqualWeighting(["a", "b"]).state_dict()
+    EqualWeighting(["a", "b"]).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"for tasks \['a', 'b'\], not \['b', 'a'\]"):
+        EqualWeighting(["b", "a"]).load_state_dict(state)
+
+
+def test_adjacent_change_on_losses_where_the_sign_matters():
+    w = AdaptiveWeighting(["a", "b"], window=5, warmup=0, param_ratio=None, deviation="adjacent")
+    # r_a = |2-1|/1 = 1, r_b = |2-3|/3 = 1/3; mean 2/3 -> beta = (2/3)/1, (2/3)/(1/3)
+    beta = feed(w, [[2.0, 2.0], [1.0, 3.0]])
+    assert beta.tolist() == pytest.approx([2 / 3, 2.0])
+
+
+def test_losses_may_be_a_plain_list_and_a_weighting_needs_a_task():
+    assert EqualWeighting(["a", "b"]).update([0.5, 2.0]).tolist() == [1.0, 1.0]
+    adaptive = AdaptiveWeighting(["a", "b"], window=2, warmup=5)
+    assert adaptive.update([0.5, 2.0]).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="a weighting needs at least one task"):
+        EqualWeighting([])
+
+
+def test_builder_passes_the_options_to_adaptive_weighting():
+    # warmup 0 and window 2: the second update already weighs the tasks (the default warmup
+    # would still give ones)
+    weighting = build_weighting("adaptive", ["a", "b"], window=2, warmup=0, param_ratio=None)
+    beta = feed(weighting, [[1.0, 2.0], [2.0, 3.0], [1.0, 2.0]])
+    assert beta.tolist() != [1.0, 1.0]
+    assert beta.tolist() == pytest.approx(
+        feed(
+            AdaptiveWeighting(["a", "b"], window=2, warmup=0, param_ratio=None),
+            [[1.0, 2.0], [2.0, 3.0], [1.0, 2.0]],
+        ).tolist()
+    )

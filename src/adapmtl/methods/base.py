@@ -9,7 +9,7 @@ scheduler step, :meth:`Method.after_step`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -100,7 +100,3 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-
-
-def option_names(method: type[Method]) -> list[str]:
-    return [f.name for f in fields(method.Options)]

@@ -20,7 +20,6 @@ The allocation stays with the thresholds' own updates (the optimizer, or
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -48,9 +47,6 @@ class CubicSchedule:
     def __call__(self, iteration: int) -> float:
         progress = min(1.0, max(0.0, (iteration - self.start) / (self.end - self.start)))
         return self.target * (1.0 - (1.0 - progress) ** 3)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "start": self.start, "end": self.end}
 
 
 @torch.no_grad()

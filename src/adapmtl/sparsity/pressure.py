@@ -50,8 +50,6 @@ class ThresholdPressure:
             raise ValueError(f"until must be >= 1, got {until!r}")
         if growth <= 1.0:
             raise ValueError(f"growth must be > 1, got {growth!r}")
-        self.target = target
-        self.until = until
         self.cubic = CubicSchedule(target, 0, until)
         self.growth = growth
         self.min_decay = min_decay
@@ -68,9 +66,6 @@ class ThresholdPressure:
         decay = decay * self.growth if sparsity < self.schedule(iteration) else decay / self.growth
         group["weight_decay"] = min(self.max_decay, max(self.min_decay, decay))
         return group["weight_decay"]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "until": self.until, "growth": self.growth}
 
 
 def thresholds_group(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -128,7 +128,7 @@ class SegmentationMetric(Metric):
             "batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
             "batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
             "ce_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
-            "ce_weight": torch.zeros((), dtype=torch.float64, device="cpu"),
+            "ce_weight_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
             "ce_batch_sum": torch.zeros((), dtype=torch.float64, device="cpu"),
             "ce_batch_samples": torch.zeros((), dtype=torch.int64, device="cpu"),
         }
@@ -161,7 +161,7 @@ class SegmentationMetric(Metric):
         batch = torch.tensor(target.shape[0], dtype=torch.int64, device=target.device)
         self.add(
             ce_sum=total,
-            ce_weight=mass,
+            ce_weight_sum=mass,
             ce_batch_sum=torch.where(seen, total / mass.clamp_min(1e-300), 0.0) * batch,
             ce_batch_samples=torch.where(seen, batch, 0),
         )
@@ -187,9 +187,9 @@ class SegmentationMetric(Metric):
 
     def _cross_entropy(self, state: dict[str, Tensor]) -> float:
         if self.task.ce == "pooled":
-            if state["ce_weight"] == 0:
+            if state["ce_weight_sum"] == 0:
                 raise self.no_data_error()
-            return float(state["ce_sum"] / state["ce_weight"])
+            return float(state["ce_sum"] / state["ce_weight_sum"])
         if state["ce_batch_samples"] == 0:
             raise self.no_data_error()
         return float(state["ce_batch_sum"] / state["ce_batch_samples"].double())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -38,7 +39,14 @@ class Weighting(ABC):
         cls, tasks: Sequence[str], model: nn.Module | None = None, **options: Any
     ) -> Weighting:
         """The weighting of a run: ``options`` as a config gives them, with whatever the
-        weighting takes from ``model`` (None: nothing is taken)."""
+        weighting takes from ``model`` (None: nothing is taken). Unknown options are a
+        ``ValueError`` naming them."""
+        valid = [p for p in inspect.signature(cls).parameters if p != "tasks"]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            if not valid:
+                raise ValueError(f"{cls.__name__} takes no options, got {unknown}")
+            raise ValueError(f"{cls.__name__}: unknown options {unknown}; valid: {valid}")
         return cls(tasks, **options)
 
     @abstractmethod
