@@ -12,6 +12,7 @@ argument). During a warm-up all weights are 1.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -23,6 +24,8 @@ from adapmtl.weighting.base import WEIGHTINGS, Weighting
 
 MODES = ("paper", "official")
 DEVIATIONS = ("window", "adjacent")
+# lam * |W_B| / sum |W_t| outside this range gets a warning when a run builds the weighting
+LOSS_SCALE_RANGE = (0.5, 2.0)
 
 
 def param_ratio(model: nn.Module, backbone: str = "backbone") -> float:
@@ -99,12 +102,31 @@ class AdaptiveWeighting(Weighting):
     ) -> AdaptiveWeighting:
         """``param_ratio`` measured on ``model`` (:func:`param_ratio`), or dropped with
         ``use_param_ratio=False`` (Table 5's "w/o lambda"); without a model it stays as
-        ``options`` give it."""
+        ``options`` give it.
+
+        Warns when ``lam * param_ratio`` is outside [0.5, 2]: that product scales every task loss
+        after the warm-up, and under Adam (invariant to the gradient's scale) with coupled weight
+        decay a loss scale ``c`` acts like the weight decay divided by ``c``.
+        """
         if not use_param_ratio:
             options["param_ratio"] = None
         elif model is not None:
             options["param_ratio"] = param_ratio(model)
-        return cls(tasks, **options)
+        weighting = cls(tasks, **options)
+        if weighting.param_ratio is not None:
+            scale = weighting.lam * weighting.param_ratio
+            if not LOSS_SCALE_RANGE[0] <= scale <= LOSS_SCALE_RANGE[1]:
+                warnings.warn(
+                    f"adaptive weighting: lam * |W_B| / sum |W_t| = {weighting.lam:g} * "
+                    f"{weighting.param_ratio:.3g} = {scale:.3g} scales every task loss after the "
+                    f"warm-up; with Adam and coupled weight decay that acts like "
+                    f"optim.weight_decay / {scale:.3g}. For the task weights alone, set lam to "
+                    f"{1 / weighting.param_ratio:.3g} (scale 1) or use_param_ratio: false "
+                    "(docs/methods.md, 'The adaptive weighting's scale')",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return weighting
 
     def __init__(
         self,
