@@ -9,7 +9,7 @@ import torch
 
 from adapmtl.errors import UserError
 from adapmtl.methods import build_method
-from adapmtl.sparsity import report
+from adapmtl.sparsity import report, sparse_layers, thresholds
 from methods_harness import (
     TASKS,
     TinyMultiTask,
@@ -21,6 +21,7 @@ from methods_harness import (
     start,
     top_k_np,
 )
+from sparsity_toys import LinearMTL, logit
 
 
 def initial_state(seed: int) -> dict[str, torch.Tensor]:
@@ -207,3 +208,27 @@ def test_mask_methods_need_a_target():
     for name in ("snip", "lth", "imp", "disparse"):
         with pytest.raises(UserError, match="needs a target sparsity"):
             build_method(name, None, {})
+
+
+@pytest.mark.parametrize(
+    ("pruned", "expected"),
+    [(600, True), (500, True), (496, True), (494, False), (0, False)],
+)
+def test_adapmtl_is_at_target_from_half_a_point_below_it(pruned, expected):
+    """Without a frozen mask (``official``), AdapMTL is at a 50 % target from 49.5 % up: exactly
+    50 % counts, 49.4 % does not. 1000 weights, the first ``pruned`` below a global threshold."""
+    method = build_method(
+        "adapmtl", 0.5, {"recipe": "paper", "controller": "official", "grouping": "global"}
+    )
+    model = method.prepare(LinearMTL(10, 20, 10, 10))  # 200 + 400 + 200 + 200 weights
+    values = torch.full((1000,), 0.5)
+    values[:pruned] = 0.1
+    with torch.no_grad():
+        thresholds(model)["all"].fill_(logit(0.25))
+        at = 0
+        for _, module, _ in sparse_layers(model):
+            stored = module.parametrizations.weight.original
+            stored.copy_(values[at : at + stored.numel()].view_as(stored))
+            at += stored.numel()
+    assert at == 1000 and report(model).sparsity == pruned / 1000
+    assert method.at_target() is expected
