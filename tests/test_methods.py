@@ -196,6 +196,8 @@ def test_dense_checkpoint_of_a_sparse_run_is_refused(tmp_path):
         ("imp", {"start_fraction": 0.7, "end_fraction": 0.6}, "start_fraction"),
         ("disparse", {"mode": "rigl"}, "mode"),
         ("disparse", {"keep_ratio": 1.5}, "keep_ratio"),
+        ("adapmtl", {"schedule_start": 0.6, "schedule_until": 0.5}, r"got 0\.6 and 0\.5$"),
+        ("adapmtl", {"schedule_start": 0.0, "schedule_until": 1.5}, r"schedule_until <= 1.*1\.5$"),
         ("snip", {"batchez": 1}, "unknown config key 'method.options.batchez'"),
     ],
 )
