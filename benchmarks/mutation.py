@@ -69,6 +69,9 @@ EQUIVALENT: dict[str, str] = {
     "adapmtl.sparsity.report.xǁSparsityReportǁto_json__mutmut_5": _JSON_SPACING,
     "adapmtl.methods.masking.x_read_dense_checkpoint__mutmut_10": _CPU_ONLY,
     "adapmtl.methods.disparse.xǁDiSparseǁ_init_dynamic__mutmut_37": _CPU_ONLY,
+    "adapmtl.methods.disparse.xǁDiSparseǁ_init_dynamic__mutmut_22": "the stem's mask of ones in "
+    "the weight's dtype instead of bool: set_mask casts every mask to bool, so the layer gets the "
+    "same all-True mask",
     "adapmtl.sparsity.allocation.xǁCostAllocationǁload_state_dict__mutmut_10": _CPU_ONLY,
     "adapmtl.tasks.base.x_cross_entropy_mean__mutmut_33": "a boolean per-item weight gives the "
     "same products and, summed, the same count as its 0/1 float form",

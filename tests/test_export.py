@@ -175,3 +175,15 @@ def test_decoded_values_equal_numpy_reference():
     values, bits = encode_bitmask(torch.from_numpy(a))
     assert np.array_equal(values.numpy(), a[a != 0])
     assert np.array_equal(bits.numpy(), np.packbits(a.ravel() != 0, bitorder="little"))
+
+
+@pytest.mark.parametrize("suffix", ["::values", "::bitmask"])
+def test_a_key_with_either_reserved_suffix_is_refused(tmp_path, suffix):
+    """A state dict key holding one of the sparse format's own suffixes would be read back as
+    part of an encoded tensor: each one alone is refused, by name, and no file is written."""
+    model = small_model()
+    model.register_buffer("scale" + suffix, torch.ones(3))
+    path = tmp_path / "s.safetensors"
+    with pytest.raises(UserError, match=rf"'scale{suffix}' contains a reserved suffix"):
+        export_model(model, path, format="sparse")
+    assert not path.exists()

@@ -9,7 +9,7 @@ import torch
 
 from adapmtl.errors import UserError
 from adapmtl.methods import build_method
-from adapmtl.sparsity import report
+from adapmtl.sparsity import report, sparse_layers, thresholds
 from methods_harness import (
     TASKS,
     TinyMultiTask,
@@ -21,6 +21,7 @@ from methods_harness import (
     start,
     top_k_np,
 )
+from sparsity_toys import LinearMTL, logit
 
 
 def initial_state(seed: int) -> dict[str, torch.Tensor]:
@@ -195,6 +196,8 @@ def test_dense_checkpoint_of_a_sparse_run_is_refused(tmp_path):
         ("imp", {"start_fraction": 0.7, "end_fraction": 0.6}, "start_fraction"),
         ("disparse", {"mode": "rigl"}, "mode"),
         ("disparse", {"keep_ratio": 1.5}, "keep_ratio"),
+        ("adapmtl", {"schedule_start": 0.6, "schedule_until": 0.5}, r"got 0\.6 and 0\.5$"),
+        ("adapmtl", {"schedule_start": 0.0, "schedule_until": 1.5}, r"schedule_until <= 1.*1\.5$"),
         ("snip", {"batchez": 1}, "unknown config key 'method.options.batchez'"),
     ],
 )
@@ -207,3 +210,44 @@ def test_mask_methods_need_a_target():
     for name in ("snip", "lth", "imp", "disparse"):
         with pytest.raises(UserError, match="needs a target sparsity"):
             build_method(name, None, {})
+
+
+def adapmtl_with_pruned(controller: str, pruned: int):
+    """AdapMTL at a 50 % target on 1000 weights (``global`` grouping), the first ``pruned`` of
+    them below the threshold."""
+    method = build_method(
+        "adapmtl", 0.5, {"recipe": "paper", "controller": controller, "grouping": "global"}
+    )
+    model = method.prepare(LinearMTL(10, 20, 10, 10))  # 200 + 400 + 200 + 200 weights
+    values = torch.full((1000,), 0.5)
+    values[:pruned] = 0.1
+    with torch.no_grad():
+        thresholds(model)["all"].fill_(logit(0.25))
+        at = 0
+        for _, module, _ in sparse_layers(model):
+            stored = module.parametrizations.weight.original
+            stored.copy_(values[at : at + stored.numel()].view_as(stored))
+            at += stored.numel()
+    assert at == 1000 and report(model).sparsity == pruned / 1000
+    return method
+
+
+@pytest.mark.parametrize(
+    ("pruned", "expected"),
+    [(600, True), (500, True), (496, True), (495, True), (494, False), (0, False)],
+)
+def test_adapmtl_is_at_target_from_half_a_point_below_it(pruned, expected):
+    """Without a frozen mask (``official``), AdapMTL is at a 50 % target from 49.5 % up: exactly
+    50 % and 49.5 % count, 49.4 % does not."""
+    assert adapmtl_with_pruned("official", pruned).at_target() is expected
+
+
+def test_adapmtl_with_the_paper_controller_is_at_target_once_its_mask_is_frozen():
+    """``freeze_mask``: at target only after the controller froze the mask, which takes the full
+    50 %; 49.6 %, within the tolerance of the ``official`` mode, is not enough."""
+    below = adapmtl_with_pruned("freeze_mask", 496)
+    assert below.at_target() is False
+    assert below.controller.step(0) is False and below.at_target() is False
+    above = adapmtl_with_pruned("freeze_mask", 600)
+    assert above.at_target() is False  # not checked yet, so not frozen
+    assert above.controller.step(0) is True and above.at_target() is True

@@ -33,13 +33,13 @@ def test_presets_tasks_channels_and_order():
     assert all(isinstance(t, ClassificationTask) and t.channels == 10 for t in pairs.values())
 
 
-def test_subset_keeps_preset_order():
+def test_subset_keeps_preset_order_and_a_bad_subset_names_the_preset():
     subset = task_set("taskonomy", tasks=["edge", "seg"])
     assert list(subset) == ["seg", "edge"]
-    with pytest.raises(ValueError, match=r"unknown task\(s\) \['sn'\]"):
+    with pytest.raises(ValueError, match=r"^'nyuv2': unknown task\(s\) \['sn'\]"):
         task_set("nyuv2", tasks=["seg", "sn"])
-    with pytest.raises(ValueError, match="non-empty list"):
-        task_set("nyuv2", tasks=[])
+    with pytest.raises(ValueError, match=r"^'taskonomy': tasks must be a non-empty list"):
+        task_set("taskonomy", tasks=[])
 
 
 def test_options_and_reference_conventions():
