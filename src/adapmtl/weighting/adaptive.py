@@ -105,8 +105,10 @@ class AdaptiveWeighting(Weighting):
         ``options`` give it.
 
         Warns when ``lam * param_ratio`` is outside [0.5, 2]: that product scales every task loss
-        after the warm-up, and under Adam (invariant to the gradient's scale) with coupled weight
-        decay a loss scale ``c`` acts like the weight decay divided by ``c``.
+        from the end of the warm-up on, which changes how far Adam steps until its second-moment
+        estimate has caught up (about ``1 / (1 - beta2)`` steps) and how strong a coupled weight
+        decay is against the task gradient; on the CPU suites such a scale decided the comparison
+        more than the task weights did (docs/methods.md).
         """
         if not use_param_ratio:
             options["param_ratio"] = None
@@ -118,11 +120,11 @@ class AdaptiveWeighting(Weighting):
             if not LOSS_SCALE_RANGE[0] <= scale <= LOSS_SCALE_RANGE[1]:
                 warnings.warn(
                     f"adaptive weighting: lam * |W_B| / sum |W_t| = {weighting.lam:g} * "
-                    f"{weighting.param_ratio:.3g} = {scale:.3g} scales every task loss after the "
-                    f"warm-up; with Adam and coupled weight decay that acts like "
-                    f"optim.weight_decay / {scale:.3g}. For the task weights alone, set lam to "
-                    f"{1 / weighting.param_ratio:.3g} (scale 1) or use_param_ratio: false "
-                    "(docs/methods.md, 'The adaptive weighting's scale')",
+                    f"{weighting.param_ratio:.3g} = {scale:.3g} scales every task loss from the "
+                    "end of the warm-up on, which changes the optimizer's effective step (and a "
+                    "coupled weight decay's strength) as much as the task weights do; for the "
+                    f"task weights alone, set lam to {1 / weighting.param_ratio:.3g} (scale 1) or "
+                    "use_param_ratio: false (docs/methods.md, 'The adaptive weighting's scale')",
                     UserWarning,
                     stacklevel=2,
                 )
