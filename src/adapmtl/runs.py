@@ -191,7 +191,7 @@ def reference_metrics(
     """The dense reference's metrics for Delta_T on ``split``. A reference that records another
     split is refused (Delta_T would compare two splits); one that records none is assumed to be
     of ``split``, with a :class:`ReferenceSplitWarning` when that is not the validation split."""
-    from adapmtl.tasks.score import check_reference_tasks, load_reference, reference_split
+    from adapmtl.tasks.score import load_reference, reference_from_mapping, reference_split
 
     if isinstance(reference, Mapping):
         measured = reference.get("split")
@@ -200,12 +200,7 @@ def reference_metrics(
                 f"split {split!r}: the reference holds metrics on the {measured!r} split; "
                 f"evaluate the dense run on {split!r} for its reference"
             )
-        metrics = reference.get("metrics", reference)
-        if not isinstance(metrics, Mapping):
-            raise UserError("reference: expected a mapping task -> metric -> number")
-        found = {str(t): {str(m): float(v) for m, v in ms.items()} for t, ms in metrics.items()}
-        check_reference_tasks(found, tasks, "given to evaluate()")
-        return found
+        return reference_from_mapping(reference, "given to evaluate()", tasks)
     if isinstance(reference, Run):
         if reference.directory is None:
             raise UserError(f"reference: {reference.checkpoint} is not in a run directory")

@@ -118,22 +118,33 @@ def load_reference(
     data = read_structured(
         path, "reference file", missing=missing_reference(path, setting), mapping=False
     )
-    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+    return reference_from_mapping(data, path, tasks)
+
+
+def reference_from_mapping(
+    data: Any, source: str | Path, tasks: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
+    """The metrics of a dense reference already read (:func:`load_reference`'s content, or an
+    ``evaluate()`` result): task -> metric -> number, or that under ``metrics``. ``source``
+    names it in errors; with ``tasks`` it must be of that task set."""
+    if isinstance(data, Mapping) and isinstance(data.get("metrics"), Mapping):
         data = data["metrics"]
-    if not isinstance(data, dict) or not data:
+    if not isinstance(data, Mapping) or not data:
         raise UserError(
-            f"{path}: expected a mapping task -> metric -> number, got {type(data).__name__}"
+            f"{source}: expected a mapping task -> metric -> number, got {type(data).__name__}"
         )
     reference: dict[str, dict[str, float]] = {}
     for task, metrics in data.items():
-        if not isinstance(metrics, dict) or not metrics:
-            raise UserError(f"{path}: key {task!r}: expected a non-empty mapping metric -> number")
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise UserError(
+                f"{source}: key {task!r}: expected a non-empty mapping metric -> number"
+            )
         for metric, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"{path}: key {task}.{metric}: expected a number, got {value!r}")
+                raise UserError(f"{source}: key {task}.{metric}: expected a number, got {value!r}")
         reference[str(task)] = {str(m): float(v) for m, v in metrics.items()}
     if tasks is not None:
-        check_reference_tasks(reference, tasks, path)
+        check_reference_tasks(reference, tasks, source)
     return reference
 
 
