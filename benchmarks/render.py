@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -84,11 +85,18 @@ def main() -> None:
     args = parser.parse_args()
     # A ratio is measured: both sides single-threaded (rendering is single-threaded NumPy).
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     results = {f"{s}x{s}": measure((s, s), args.rounds) for s in (64, 128)}
+    load_after = os.getloadavg()[0]
     command = " ".join([".venv/bin/python", *sys.argv])
     print(
         json.dumps(
-            {"command": command, "torch_threads": torch.get_num_threads(), **results}, indent=1
+            {
+                "command": command,
+                "torch_threads": torch.get_num_threads(),
+                "load_average_1min": [load_before, load_after],
+                **results,
+            }, indent=1
         )
     )
     if args.out:
@@ -100,8 +108,9 @@ def main() -> None:
         lines = [
             "# Synthetic scenes: rendering speed",
             "",
-            f"Command: `{command}` (torch threads: {torch.get_num_threads()}; machine shared with "
-            "other jobs, wall-clock medians).",
+            f"Command: `{command}` (torch threads: {torch.get_num_threads()}; wall-clock medians; "
+            f"1-minute load average {load_before:.2f} before the run, {load_after:.2f} after, on "
+            f"{os.cpu_count()} cores).",
             "",
             "One sample = draw the scene, ray-cast, shade, compute all five targets, convert to "
             f"tensors. Reference step: forward + backward + Adam of the {parameters:,}-"
