@@ -96,7 +96,8 @@ def main() -> None:
                 "torch_threads": torch.get_num_threads(),
                 "load_average_1min": [load_before, load_after],
                 **results,
-            }, indent=1
+            },
+            indent=1,
         )
     )
     if args.out:
