@@ -230,7 +230,23 @@ def test_a_run_is_told_when_lambda_times_ratio_rescales_every_task_loss(recwarn)
     # ratio 40 / 16 = 2.5: lam 3 gives 7.5
     with pytest.warns(UserWarning, match=r"3 \* 2\.5 = 7\.5 scales every task loss") as caught:
         build_weighting("adaptive", ["a", "b"], _two_heads(8), lam=3.0)
-    assert "set lam to 0.4 (scale 1)" in str(caught[0].message)
-    # without the factor nothing is rescaled
+    assert "set it to 0.4 (scale 1)" in str(caught[0].message)
+    # without the factor nothing is rescaled: the ablation's switch, or lam left out
     build_weighting("adaptive", ["a", "b"], _two_heads(8), lam=3.0, use_param_ratio=False)
+    build_weighting("adaptive", ["a", "b"], _two_heads(8))
     assert len([w for w in recwarn if "scales every task loss" in str(w.message)]) == 0
+
+
+def test_the_default_leaves_eq6_common_factor_out():
+    # the window of test_paper_formula_on_a_hand_computed_window: r_a = 1/3, r_b = 1/4,
+    # beta = (r / mean r)^-1 = 7/8, 7/6 with no lam * ratio factor, whatever the model's ratio
+    # (40 / 16 here); their harmonic mean is 1: 2 / (8/7 + 6/7) = 1
+    w = build_weighting("adaptive", ["a", "b"], _two_heads(8), window=3, warmup=0)
+    assert w.lam is None and w.loss_scale is None
+    beta = feed(w, [[1.0, 2.0], [3.0, 4.0]])
+    assert beta.tolist() == pytest.approx([7 / 8, 7 / 6])
+    # the paper's form on the same model: times lam * ratio = 3 * 2.5
+    paper = build_weighting("adaptive", ["a", "b"], _two_heads(8), window=3, warmup=0, lam=3.0)
+    assert feed(paper, [[1.0, 2.0], [3.0, 4.0]]).tolist() == pytest.approx(
+        [7.5 * 7 / 8, 7.5 * 7 / 6]
+    )

@@ -7,7 +7,8 @@ the current loss,
 
 where |W_B| and |W_k| are the parameter counts of the backbone and of head k. A task whose loss
 is stable (small r_t) gets a larger weight, so its head is pruned more aggressively (the paper's
-argument). During a warm-up all weights are 1.
+argument). During a warm-up all weights are 1. By default the common factor lambda * |W_B| /
+sum_k |W_k| is left out (see ``lam`` below for why); giving ``lam`` restores Eq. 6 as written.
 """
 
 from __future__ import annotations
@@ -65,14 +66,18 @@ class AdaptiveWeighting(Weighting):
             that fluctuates more gets a larger weight), weights summing to T.
         window: sliding-window length in iterations (paper: 400; official code: 500).
         warmup: iterations with all weights 1 (supplement Fig. 2: 5000 at full scale).
-        lam: the scaling factor lambda of Eq. 6 (paper mode). The paper leaves its value to the
-            supplement; the default 3 makes lambda * |W_B| / sum |W_t| = 0.92 on the NYUv2
-            ResNet34 split (ratio 0.307), so the task weights stay near 1 when the warm-up ends
-            instead of dropping to ~0.3. On the CPU scenes suite (3 seeds, 90 %) lambda 3 beat 1
-            and 0.3 on every seed (docs/results/quality_lambda.md): a smaller factor shrinks the
-            task losses against the thresholds' weight decay and the backbone is pruned harder.
-        param_ratio: |W_B| / sum_t |W_t| (see :func:`adapmtl.weighting.param_ratio`); ``None``
-            drops the factor lambda * ratio altogether (Table 5's "w/o lambda" ablation).
+        lam: the scaling factor lambda of Eq. 6. ``None`` (the default, not the paper's form):
+            no common factor, beta_t = (r_t / mean_k r_k)^-1, whose harmonic mean is 1, so the
+            total loss keeps about the scale it had in the warm-up. Given: Eq. 6 as written,
+            beta_t times ``lam * param_ratio``. That product is the same for every task: it
+            rescales the whole task loss from the end of the warm-up on, and on the CPU suites
+            such a step change decided comparisons more than the task weights did (lambda 3 is
+            0.92 on the NYUv2 ResNet34 split, 0.21 on a MobileNetV2 whose heads hold 94 % of
+            the weights, 23 on a small-heads model; docs/methods.md, "The adaptive weighting's
+            scale"). The paper presets give lambda explicitly.
+        param_ratio: |W_B| / sum_t |W_t| (see :func:`adapmtl.weighting.param_ratio`), used only
+            with ``lam``; ``None`` drops the factor lambda * ratio (Table 5's "w/o lambda"
+            ablation).
         deviation: ``window`` — the mean absolute deviation of the losses in the window around
             their mean; ``adjacent`` — the mean absolute change between adjacent iterations
             (Table 5's "w/o sliding window": the window is not used to smooth the estimate, only
@@ -80,8 +85,9 @@ class AdaptiveWeighting(Weighting):
 
     Example::
 
-        weighting = AdaptiveWeighting(["seg", "depth", "normal"], window=400, warmup=5000,
-                                      param_ratio=param_ratio(model))
+        weighting = AdaptiveWeighting(["seg", "depth", "normal"], window=400, warmup=5000)
+        # the paper's form, Eq. 6's factor included:
+        # AdaptiveWeighting(..., lam=3.0, param_ratio=param_ratio(model))
         for batch in loader:
             losses = torch.stack([task_loss[t](out[t], y[t]) for t in tasks])
             beta = weighting.update(losses.detach())
@@ -104,30 +110,30 @@ class AdaptiveWeighting(Weighting):
         ``use_param_ratio=False`` (Table 5's "w/o lambda"); without a model it stays as
         ``options`` give it.
 
-        Warns when ``lam * param_ratio`` is outside [0.5, 2]: that product scales every task loss
-        from the end of the warm-up on, which changes how far Adam steps until its second-moment
-        estimate has caught up (about ``1 / (1 - beta2)`` steps) and how strong a coupled weight
-        decay is against the task gradient; on the CPU suites such a scale decided the comparison
-        more than the task weights did (docs/methods.md).
+        Warns when ``lam`` is given and ``lam * param_ratio`` is outside [0.5, 2]: that product
+        scales every task loss from the end of the warm-up on, which changes how far Adam steps
+        until its second-moment estimate has caught up (about ``1 / (1 - beta2)`` steps) and how
+        strong a coupled weight decay is against the task gradient; on the CPU suites such a
+        scale decided the comparison more than the task weights did (docs/methods.md).
         """
         if not use_param_ratio:
             options["param_ratio"] = None
         elif model is not None:
             options["param_ratio"] = param_ratio(model)
         weighting = cls(tasks, **options)
-        if weighting.param_ratio is not None:
-            scale = weighting.lam * weighting.param_ratio
-            if not LOSS_SCALE_RANGE[0] <= scale <= LOSS_SCALE_RANGE[1]:
-                warnings.warn(
-                    f"adaptive weighting: lam * |W_B| / sum |W_t| = {weighting.lam:g} * "
-                    f"{weighting.param_ratio:.3g} = {scale:.3g} scales every task loss from the "
-                    "end of the warm-up on, which changes the optimizer's effective step (and a "
-                    "coupled weight decay's strength) as much as the task weights do; for the "
-                    f"task weights alone, set lam to {1 / weighting.param_ratio:.3g} (scale 1) or "
-                    "use_param_ratio: false (docs/methods.md, 'The adaptive weighting's scale')",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        scale = weighting.loss_scale
+        if scale is not None and not LOSS_SCALE_RANGE[0] <= scale <= LOSS_SCALE_RANGE[1]:
+            warnings.warn(
+                f"adaptive weighting: lam * |W_B| / sum |W_t| = {weighting.lam:g} * "
+                f"{weighting.param_ratio:.3g} = {scale:.3g} scales every task loss from the "
+                "end of the warm-up on, which changes the optimizer's effective step (and a "
+                "coupled weight decay's strength) as much as the task weights do; for the "
+                f"task weights alone, leave lam out (the default: no factor), or set it to "
+                f"{1 / weighting.param_ratio:.3g} (scale 1) (docs/methods.md, 'The adaptive "
+                "weighting's scale')",
+                UserWarning,
+                stacklevel=2,
+            )
         return weighting
 
     def __init__(
@@ -137,7 +143,7 @@ class AdaptiveWeighting(Weighting):
         mode: str = "paper",
         window: int = 400,
         warmup: int = 5000,
-        lam: float = 3.0,
+        lam: float | None = None,
         param_ratio: float | None = 1.0,
         deviation: str = "window",
     ) -> None:
@@ -150,17 +156,25 @@ class AdaptiveWeighting(Weighting):
             raise ValueError(f"window must be an integer >= 2, got {window!r}")
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup!r}")
-        if lam <= 0:
-            raise ValueError(f"lam must be > 0, got {lam!r}")
+        if lam is not None and lam <= 0:
+            raise ValueError(f"lam must be > 0 or None, got {lam!r}")
         if param_ratio is not None and param_ratio <= 0:
             raise ValueError(f"param_ratio must be > 0 or None, got {param_ratio!r}")
         self.mode = mode
         self.window = window
         self.warmup = warmup
-        self.lam = float(lam)
+        self.lam = None if lam is None else float(lam)
         self.param_ratio = None if param_ratio is None else float(param_ratio)
         self.deviation = deviation
         self.reset()
+
+    @property
+    def loss_scale(self) -> float | None:
+        """Eq. 6's common factor ``lam * param_ratio`` when the paper's form is in use (both
+        given), else None (no factor)."""
+        if self.lam is None or self.param_ratio is None:
+            return None
+        return self.lam * self.param_ratio
 
     def reset(self) -> None:
         """Forget the loss history and return to the warm-up."""
@@ -225,8 +239,8 @@ class AdaptiveWeighting(Weighting):
         if r is None:
             return
         beta = (r / r.mean()).reciprocal()
-        if self.param_ratio is not None:
-            beta = beta * self.lam * self.param_ratio
+        if self.loss_scale is not None:
+            beta = beta * self.loss_scale
         # a task whose loss did not move (r = 0) leaves the weights as they were
         self.weights = torch.where((r > 0).all(), beta.float(), self.weights)
 
