@@ -17,12 +17,12 @@ import torch
 from torch.nn.utils import parametrize
 
 from adapmtl.checkpoint import load_checkpoint
-from adapmtl.commands.train import result_warnings
 from adapmtl.config import from_dict
 from adapmtl.engine.interrupt import TrainingInterruptedError
 from adapmtl.engine.trainer import Trainer
 from adapmtl.loading import model_from_checkpoint
 from adapmtl.methods import METHODS
+from adapmtl.runs import result_warnings
 
 pytestmark = pytest.mark.slow
 

@@ -160,12 +160,15 @@ def train(
     overwrite: bool = False,
     init_from: str | os.PathLike | None = None,
     verbose: bool = True,
+    plots: bool = True,
 ) -> Run:
     """Train ``config`` (a YAML path, a mapping or a :class:`Config`; ``overrides`` as
     ``--set``) into the run directory ``out`` and return the run (:func:`load_run`: its
     ``best.pt``, else its ``last.pt``). ``resume``,
     ``overwrite`` and ``init_from`` are ``adapmtl train``'s ``--resume``, ``--overwrite`` and
-    ``--init-from``; ``verbose`` shows the progress. For more control (the model before the
+    ``--init-from``; ``verbose`` shows the progress; ``plots`` draws the curves into ``out``, as
+    ``adapmtl train`` does. What a user must know (a missed target, no ``best.pt``, no plots) is
+    a ``UserWarning``. For more control (the model before the
     first step, one's own loop), build :class:`adapmtl.engine.trainer.Trainer` directly."""
     from adapmtl.engine.trainer import Trainer
 
@@ -178,8 +181,51 @@ def train(
         init_from=init_from,
         verbose=verbose,
     )
-    trainer.fit()
+    results = trainer.fit()
+    if plots:
+        _, problem = draw_run_plots(Path(out))
+        if problem is not None:
+            warnings.warn(f"adapmtl.train: {problem}", UserWarning, stacklevel=2)
+    for text in result_warnings(results, Path(out)):
+        warnings.warn(f"adapmtl.train: {text}", UserWarning, stacklevel=2)
     return load_run(out)
+
+
+def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
+    """What a user must know about a finished run: a missed target sparsity, no best.pt."""
+    from adapmtl.sparsity.target import miss_text, on_target, result_target
+
+    target, sparsity = result_target(results)
+    found = []
+    if not on_target(target, sparsity):
+        assert target is not None
+        found.append(
+            f"the run missed its target: {miss_text(target, sparsity)} "
+            "(results.json: target_reached false); train longer or adjust the method's options"
+        )
+    if results.get("best") is None:
+        found.append(
+            f"no {run_dir / 'best.pt'}: best.pt holds the best validated checkpoint at the "
+            f"target sparsity, and no validation was at the target; {run_dir / 'last.pt'} "
+            "holds the final model"
+        )
+    return found
+
+
+def draw_run_plots(run_dir: Path) -> tuple[list[Path], str | None]:
+    """Draw the run's curves (:func:`adapmtl.analysis.curves.plot_run`) into ``run_dir``: the
+    files drawn and None, or no files and why not (matplotlib missing, a log that cannot be
+    drawn); a finished run is never failed for its plots."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return [], "no plots (matplotlib is not installed: pip install 'adapmtl[plots]')"
+    from adapmtl.analysis.curves import plot_run
+
+    try:
+        return plot_run(run_dir), None
+    except UserError as err:
+        return [], f"no plots: {err}"
 
 
 def reference_metrics(

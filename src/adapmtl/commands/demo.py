@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.analysis.curves import plot_run
     from adapmtl.analysis.tables import results_table
     from adapmtl.atomic import write_text
-    from adapmtl.commands.train import result_warnings
     from adapmtl.engine.trainer import Trainer
+    from adapmtl.runs import result_warnings
     from adapmtl.tasks.score import normalised_score
 
     started = time.perf_counter()

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
 
 from adapmtl.commands.common import add_config_arguments
 from adapmtl.config import Config, load_config
@@ -96,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     print(results_table([(config.method.name, results)], list(trainer.tasks)))
     print(f"\nrun directory: {args.out}")
     write_plots(args.out)
+    from adapmtl.runs import result_warnings
+
     for warning in result_warnings(results, args.out):
         print(f"adapmtl train: warning: {warning}", file=sys.stderr)
     return 0
@@ -108,43 +109,14 @@ def record_imports(config: Config, modules: list[str]) -> Config:
     return dataclasses.replace(config, imports=[*config.imports, *added]) if added else config
 
 
-def result_warnings(results: dict[str, Any], run_dir: Path) -> list[str]:
-    """What a user must know about a finished run: a missed target sparsity, no best.pt."""
-    from adapmtl.sparsity.target import miss_text, on_target, result_target
-
-    target, sparsity = result_target(results)
-    warnings = []
-    if not on_target(target, sparsity):
-        assert target is not None
-        warnings.append(
-            f"the run missed its target: {miss_text(target, sparsity)} "
-            "(results.json: target_reached false); train longer or adjust the method's options"
-        )
-    if results.get("best") is None:
-        warnings.append(
-            f"no {run_dir / 'best.pt'}: best.pt holds the best validated checkpoint at the "
-            f"target sparsity, and no validation was at the target; {run_dir / 'last.pt'} "
-            "holds the final model"
-        )
-    return warnings
-
-
 def write_plots(run_dir: Path) -> None:
-    """The run's curves (``adapmtl.analysis.curves``) next to its log, when matplotlib is
-    installed; says so when it is not, or when the log cannot be drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print(
-            "adapmtl train: no plots (matplotlib is not installed: pip install 'adapmtl[plots]')",
-            file=sys.stderr,
-        )
-        return
-    from adapmtl.analysis.curves import plot_run
+    """The run's curves next to its log (:func:`adapmtl.runs.draw_run_plots`), said on the
+    terminal either way."""
+    from adapmtl.runs import draw_run_plots
 
-    try:
-        names = ", ".join(path.name for path in plot_run(run_dir))
-    except UserError as err:  # the run itself is complete: a plot is not worth failing it
-        print(f"adapmtl train: warning: no plots: {err}", file=sys.stderr)
+    drawn, problem = draw_run_plots(run_dir)
+    if problem is not None:
+        print(f"adapmtl train: warning: {problem}", file=sys.stderr)
         return
+    names = ", ".join(path.name for path in drawn)
     print(f"plots: {names} (adapmtl plot RUN [RUN ...] redraws them, several runs overlaid)")
