@@ -167,3 +167,34 @@ def test_the_import_flag_names_a_missing_module(capsys):
     assert main(["config", "show", "--import", "no_such_user_module"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("adapmtl config: error: --import: no module named 'no_such_user_module'")
+
+
+def test_compare_import_is_recorded_in_every_suite_run(tmp_path, tiny_settings):
+    """``compare --import M`` reaches every run's config (after the run's own imports, once),
+    so later commands on a suite run import M the way they do for ``train --import M``."""
+    from adapmtl.analysis.suite import load_suite, plan
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_settings))
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "imports",
+                "base": "base.yaml",
+                "seeds": [0],
+                "runs": [
+                    {"name": "dense", "method": {"name": "dense", "target": None}},
+                    {
+                        "name": "own",
+                        "method": {"name": "snip", "target": 0.5},
+                        "config": {"imports": ["textwrap", "json"]},
+                    },
+                ],
+            }
+        )
+    )
+    planned = plan(load_suite(suite_file, imports=["json", "copy"]), tmp_path / "out")
+    assert {p.run.name: p.config.imports for p in planned} == {
+        "dense": ["json", "copy"],
+        "own": ["textwrap", "json", "copy"],
+    }

@@ -73,6 +73,9 @@ class Suite:
     description: str = ""
     overrides: list[str] = field(default_factory=list)
     """The ``--set`` overrides applied to ``base`` (the description predates them)."""
+    imports: list[str] = field(default_factory=list)
+    """User-code modules every run imports besides its own ``imports:`` (``compare --import``),
+    recorded in each run's config so later commands on the run import them too."""
 
     @property
     def dense(self) -> SuiteRun:
@@ -100,9 +103,12 @@ def _fail(path: Path, message: str) -> UserError:
     return UserError(f"suite {path}: {message}")
 
 
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+def load_suite(
+    path: str | Path, overrides: list[str] | None = None, imports: list[str] | None = None
+) -> Suite:
     """Read and check a suite file; ``overrides`` (``dotted.key=value``) apply to the base config
-    of every run. Every run's config is validated here, before anything trains."""
+    of every run, and every run records the user-code modules ``imports`` in its ``imports``.
+    Every run's config is validated here, before anything trains."""
     path = Path(path)
     data = read_structured(path, "suite file", mapping=False)
     if not isinstance(data, dict):
@@ -153,6 +159,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         targets=None if targets is None else [float(t) for t in targets],
         description=str(data.get("description") or ""),
         overrides=list(overrides or []),
+        imports=list(imports or []),
     )
     plan(suite, Path("suite-check"))  # validates every run's config now
     return suite
@@ -240,6 +247,8 @@ def plan(suite: Suite, out: Path) -> list[PlannedRun]:
                 if target is not None:
                     settings["method"]["target"] = target
                 settings = merge(settings, {"train": {"seed": seed}})
+                own = list(settings.get("imports") or [])
+                settings["imports"] = own + [m for m in suite.imports if m not in own]
                 settings = _substitute(settings, {"dense": str(dense_dir.resolve())})
                 try:
                     config = from_dict(settings)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from adapmtl.engine.suite_runner import run_suite
     from adapmtl.errors import UserError
 
-    suite = load_suite(preset_path(args.suite), args.overrides)
+    suite = load_suite(preset_path(args.suite), args.overrides, args.imports)
     if args.seeds:
         if len(set(args.seeds)) != len(args.seeds):
             raise UserError(f"--seeds has duplicates: {args.seeds}")
