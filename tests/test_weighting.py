@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from adapmtl.errors import UserError
 from adapmtl.weighting import AdaptiveWeighting, EqualWeighting, build_weighting, param_ratio
 
 
@@ -170,8 +171,10 @@ def test_builder_makes_equal_weighting_and_rejects_options_for_it():
     weighting = build_weighting("equal", ["a", "b"])
     assert isinstance(weighting, EqualWeighting)
     assert weighting.update(torch.tensor([2.0, 5.0])).tolist() == [1.0, 1.0]
-    with pytest.raises(ValueError, match=r"takes no options, got \['lam', 'window'\]"):
+    with pytest.raises(UserError, match=r"unknown option 'weighting.options.window'; valid: none"):
         build_weighting("equal", ["a"], window=3, lam=1.0)
+    with pytest.raises(UserError, match=r"'weighting.options.windw' \(did you mean 'window'"):
+        build_weighting("adaptive", ["a"], windw=3)
 
 
 def test_a_wrong_number_of_losses_names_the_tasks():

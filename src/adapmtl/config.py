@@ -364,13 +364,7 @@ def _check_weighting(config: Config, tasks: list[str]) -> None:
     except KeyError as err:
         raise ConfigError("weighting.name", f"weighting.name: {err.args[0]}") from None
     options = dict(config.weighting.options)
-    check_options(
-        cls,
-        options,
-        "weighting.options",
-        skip=("tasks", *cls.MODEL_DERIVED),
-        extra=cls.CONFIG_ONLY,
-    )
+    cls.check_options(options)
     try:
         cls(tasks, **{k: v for k, v in options.items() if k not in cls.CONFIG_ONLY})
     except ValueError as err:

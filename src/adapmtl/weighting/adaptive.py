@@ -116,6 +116,10 @@ class AdaptiveWeighting(Weighting):
         strong a coupled weight decay is against the task gradient; on the CPU suites such a
         scale decided the comparison more than the task weights did (docs/methods.md).
         """
+        given = {
+            k: v for k, v in options.items() if model is not None or k not in cls.MODEL_DERIVED
+        }
+        cls.check_options({**given, "use_param_ratio": use_param_ratio})
         if not use_param_ratio:
             options["param_ratio"] = None
         elif model is not None:
@@ -157,7 +161,7 @@ class AdaptiveWeighting(Weighting):
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup!r}")
         if lam is not None and lam <= 0:
-            raise ValueError(f"lam must be > 0 or None, got {lam!r}")
+            raise ValueError(f"lam must be > 0, got {lam!r}")
         if param_ratio is not None and param_ratio <= 0:
             raise ValueError(f"param_ratio must be > 0 or None, got {param_ratio!r}")
         self.mode = mode

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -10,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adapmtl.options import check_options
 from adapmtl.registry import Registry
 
 
@@ -38,16 +38,24 @@ class Weighting(ABC):
     def from_model(
         cls, tasks: Sequence[str], model: nn.Module | None = None, **options: Any
     ) -> Weighting:
-        """The weighting of a run: ``options`` as a config gives them, with whatever the
-        weighting takes from ``model`` (None: nothing is taken). Unknown options are a
-        ``ValueError`` naming them."""
-        valid = [p for p in inspect.signature(cls).parameters if p != "tasks"]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            if not valid:
-                raise ValueError(f"{cls.__name__} takes no options, got {unknown}")
-            raise ValueError(f"{cls.__name__}: unknown options {unknown}; valid: {valid}")
+        """The weighting of a run: ``options`` as a config gives them (:meth:`check_options`),
+        with whatever the weighting takes from ``model`` (None: nothing is taken)."""
+        cls.check_options(options)
         return cls(tasks, **options)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Options as a config gives them, checked against ``__init__``'s keyword parameters and
+        :attr:`CONFIG_ONLY`: an unknown name (with a "did you mean") or a value its type hint
+        cannot hold is a :class:`adapmtl.options.ConfigError` naming ``weighting.options.<name>``.
+        The parameters in :attr:`MODEL_DERIVED` are not options."""
+        check_options(
+            cls,
+            options,
+            "weighting.options",
+            skip=("tasks", *cls.MODEL_DERIVED),
+            extra=cls.CONFIG_ONLY,
+        )
 
     @abstractmethod
     def update(self, losses: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
