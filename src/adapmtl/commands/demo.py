@@ -43,7 +43,7 @@ DEMO_SETTINGS: dict[str, Any] = {
         "threshold_weight_decay": 0.1,
     },
     "method": {"name": "adapmtl", "target": 0.9, "options": {"init": -7.0}},
-    "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 300, "lam": 3.0}},
+    "weighting": {"name": "adaptive", "options": {"window": 50, "warmup": 300}},
     "train": {
         "iterations": 1200,
         "val_every": 300,
