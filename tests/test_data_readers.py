@@ -331,3 +331,35 @@ def test_registry_builds_each_reader(tmp_path: Path, name: str, layout: str, spl
 def test_registry_builds_scenes() -> None:
     dataset = build_dataset("scenes", "val", None, n=3, size=(8, 8), seed=2)
     assert len(dataset) == 3 and len(dataset[0][1]) == 5
+
+
+def test_a_taskonomy_run_weights_its_segmentation_by_the_class_prior(tmp_path: Path) -> None:
+    """The run's task set takes the prior from the data root (the supplement's Taskonomy
+    tables weight the segmentation loss and cross-entropy by it); an explicit config wins."""
+    from adapmtl.build import build_run_tasks
+    from adapmtl.config import from_dict
+
+    prior = np.linspace(0.5, 2.0, 17).astype(np.float32)
+    np.save(tmp_path / "semseg_prior_factor.npy", prior)
+    settings = {
+        "tasks": {"preset": "taskonomy"},
+        "data": {"name": "taskonomy", "root": str(tmp_path)},
+    }
+    seg = build_run_tasks(from_dict(settings))["seg"]
+    assert torch.allclose(seg.class_weights, torch.from_numpy(prior))
+    # the weighted mean cross-entropy, by hand: pixel 0 of class 0 with logit 2 for class 0
+    # (CE log(e^2 + 16) - 2), pixel 1 of class 16 with uniform logits (CE log 17)
+    logits = torch.zeros(1, 17, 1, 2)
+    logits[0, 0, 0, 0] = 2.0
+    target = torch.tensor([[[0, 16]]])
+    ce = np.array([np.log(np.e**2 + 16) - 2, np.log(17)])
+    expected = (prior[0] * ce[0] + prior[16] * ce[1]) / (prior[0] + prior[16])
+    assert seg.loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(ce.mean(), rel=1e-3)  # the weights matter here
+
+    settings["tasks"]["options"] = {"options": {"seg": {"class_weights": [1.0] * 17}}}
+    assert torch.equal(build_run_tasks(from_dict(settings))["seg"].class_weights, torch.ones(17))
+    settings["data"]["root"] = str(tmp_path / "elsewhere")  # no data here: nothing derived
+    assert build_run_tasks(from_dict(settings))["seg"].class_weights is not None
+    del settings["tasks"]["options"]
+    assert build_run_tasks(from_dict(settings))["seg"].class_weights is None

@@ -15,11 +15,13 @@ from adapmtl.weighting import Weighting, build_weighting
 
 
 def build_run_tasks(config: Config) -> dict[str, Any]:
-    """The task set of ``config`` (``tasks.preset`` and its options, ``tasks.names`` selected)."""
+    """The task set of ``config`` (``tasks.preset`` and its options, ``tasks.names`` selected),
+    with the options the data gives its tasks (:func:`with_data_task_options`) where the config sets
+    none."""
     from adapmtl.tasks import task_set
 
     try:
-        tasks = task_set(config.tasks.preset, **config.tasks.options)
+        tasks = task_set(config.tasks.preset, **with_data_task_options(config))
     except KeyError as err:
         raise UserError(f"tasks.preset: {err.args[0]}") from None
     except (TypeError, ValueError) as err:
@@ -33,6 +35,37 @@ def build_run_tasks(config: Config) -> dict[str, Any]:
             )
         tasks = {name: tasks[name] for name in config.tasks.names}
     return tasks
+
+
+def with_data_task_options(config: Config) -> dict[str, Any]:
+    """``tasks.options`` with, under its per-task ``options``, what the dataset derives from its
+    files for each task (``task_options(root)`` of the dataset class, e.g. Taskonomy's class
+    prior for the segmentation loss); an option the config sets wins. Nothing is added when the
+    dataset has no such files, its root does not exist (a command that reads no data) or the
+    task set takes no per-task options."""
+    import inspect
+    from pathlib import Path
+
+    from adapmtl.data.registry import dataset_class
+    from adapmtl.tasks.presets import TASK_SETS
+
+    options = dict(config.tasks.options)
+    root = config.data.root
+    if root is None or not Path(root).is_dir():
+        return options
+    try:
+        derive = getattr(dataset_class(config.data.name), "task_options", None)
+        takes_options = (
+            "options" in inspect.signature(TASK_SETS.get(config.tasks.preset)).parameters
+        )
+    except KeyError:  # a user's dataset or task set: the config's options as they are
+        return options
+    if derive is None or not takes_options:
+        return options
+    per_task = {task: dict(given) for task, given in (options.get("options") or {}).items()}
+    for task, derived in derive(root).items():
+        per_task[task] = {**derived, **per_task.get(task, {})}
+    return {**options, "options": per_task}
 
 
 def build_run_model(config: Config, tasks: dict[str, Any]) -> nn.Module:

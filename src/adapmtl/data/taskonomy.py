@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,16 +176,14 @@ class Taskonomy(ReaderDataset):
     def seg_class_weights(self) -> torch.Tensor:
         """Per-class loss weights from ``<root>/semseg_prior_factor.npy`` (no public copy exists:
         uniform weights and a warning when it is absent)."""
-        path = self.root / PRIOR_FILE
-        if not path.is_file():
-            warnings.warn(
-                f"{str(path)!r} not found: using uniform segmentation class weights",
-                stacklevel=2,
-            )
-            return torch.ones(self.num_classes)
-        weights = read_npy(path)
-        check_shape(path, weights.shape, [(self.num_classes,)], "the class prior factor")
-        return torch.from_numpy(weights.astype(np.float32))
+        return prior_class_weights(self.root, self.num_classes)
+
+    @classmethod
+    def task_options(cls, root: str | Path, num_classes: int = NUM_CLASSES) -> dict[str, Any]:
+        """Options the data gives its tasks (a run's task set takes them unless its config sets
+        them): the segmentation loss and cross-entropy metric weighted by the class prior, as
+        the supplement's Taskonomy tables are."""
+        return {"seg": {"class_weights": prior_class_weights(Path(root), num_classes).tolist()}}
 
     def _read(self, item: dict[str, Path], column: str, size: tuple[int, int]) -> np.ndarray:
         modes = _MODES[column]
@@ -230,3 +229,17 @@ class Taskonomy(ReaderDataset):
         if self.load_size is not None:
             image, targets = resize(image, targets, self.load_size)
         return image, {task: targets[task] for task in self.tasks}
+
+
+def prior_class_weights(root: Path, num_classes: int) -> torch.Tensor:
+    """The class prior factor ``<root>/semseg_prior_factor.npy`` ([num_classes] weights), or
+    uniform weights and a warning when the file is absent (no public copy exists)."""
+    path = root / PRIOR_FILE
+    if not path.is_file():
+        warnings.warn(
+            f"{str(path)!r} not found: using uniform segmentation class weights", stacklevel=3
+        )
+        return torch.ones(num_classes)
+    weights = read_npy(path)
+    check_shape(path, weights.shape, [(num_classes,)], "the class prior factor")
+    return torch.from_numpy(weights.astype(np.float32))
