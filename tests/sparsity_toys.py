@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 
@@ -77,3 +78,24 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@st.composite
+def sparsified_linear_mtls(
+    draw,
+    sizes: tuple[int, int] = (2, 12),
+    groupings: tuple[str, ...] = ("component", "layer", "global", "backbone_heads"),
+    alphas: tuple[float, float] = (0.02, 0.3),
+) -> nn.Module:
+    """A random LinearMTL (four sizes drawn from ``sizes``), sparsified with one of
+    ``groupings``, each threshold's alpha drawn from ``alphas``."""
+    from adapmtl.sparsity import sparsify, thresholds
+
+    dims = [draw(st.integers(*sizes)) for _ in range(4)]
+    grouping = draw(st.sampled_from(groupings))
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    model = sparsify(LinearMTL(*dims), grouping=grouping)
+    with torch.no_grad():
+        for theta in thresholds(model).values():
+            theta.fill_(logit(draw(st.floats(*alphas))))
+    return model

@@ -14,23 +14,19 @@ from adapmtl.sparsity import (
     report,
     set_masks,
     sparse_layers,
-    sparsify,
-    thresholds,
 )
-from sparsity_toys import LinearMTL, logit
+from sparsity_toys import sparsified_linear_mtls
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
 
 @st.composite
 def models(draw):
-    sizes = [draw(st.integers(1, 10)) for _ in range(4)]
-    torch.manual_seed(draw(st.integers(0, 2**16)))
-    grouping = draw(st.sampled_from(["component", "layer", "global"]))
-    model = sparsify(LinearMTL(*sizes), grouping=grouping)
+    model = draw(
+        sparsified_linear_mtls(sizes=(1, 10), groupings=("component", "layer", "global"),
+                               alphas=(0.001, 0.9))
+    )  # fmt: skip
     with torch.no_grad():
-        for theta in thresholds(model).values():
-            theta.fill_(logit(draw(st.floats(0.001, 0.9))))
         # some stored weights exactly on their threshold, either sign: S(W, a) is 0 there
         g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
         for _, module, p in sparse_layers(model):

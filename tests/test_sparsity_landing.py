@@ -21,22 +21,9 @@ from adapmtl.sparsity import (
     thresholds,
 )
 from adapmtl.sparsity.controller import land_on_target
-from sparsity_toys import LinearMTL, logit
+from sparsity_toys import LinearMTL, logit, sparsified_linear_mtls
 
 SETTINGS = settings(max_examples=40, deadline=None)
-
-
-@st.composite
-def sparsified_models(draw):
-    """A random LinearMTL, sparsified with ``grouping``, thresholds drawn per group."""
-    sizes = [draw(st.integers(2, 12)) for _ in range(4)]
-    grouping = draw(st.sampled_from(["component", "layer", "global", "backbone_heads"]))
-    torch.manual_seed(draw(st.integers(0, 2**16)))
-    model = sparsify(LinearMTL(*sizes), grouping=grouping)
-    with torch.no_grad():
-        for theta in thresholds(model).values():
-            theta.fill_(logit(draw(st.floats(0.02, 0.3))))
-    return model
 
 
 def ratios_by_layer(model) -> dict[str, np.ndarray]:
@@ -62,7 +49,7 @@ def pruned_by_layer(model) -> dict[str, np.ndarray]:
 
 
 @SETTINGS
-@given(model=sparsified_models(), fraction=st.floats(0.05, 0.95))
+@given(model=sparsified_linear_mtls(), fraction=st.floats(0.05, 0.95))
 def test_landing_prunes_exactly_ceil_target_n_weights_of_the_smallest_ratio(model, fraction):
     start = report(model)
     if start.overall.total - start.overall.nonzero < 2:
@@ -89,7 +76,7 @@ def test_landing_prunes_exactly_ceil_target_n_weights_of_the_smallest_ratio(mode
 
 
 @SETTINGS
-@given(model=sparsified_models(), excess=st.floats(0.01, 0.9))
+@given(model=sparsified_linear_mtls(), excess=st.floats(0.01, 0.9))
 def test_landing_above_the_current_sparsity_changes_nothing(model, excess):
     start = report(model).sparsity
     target = start + (1.0 - start) * excess
@@ -120,7 +107,7 @@ def test_landing_counts_only_soft_thresholded_layers():
 
 
 @settings(max_examples=15, deadline=None)
-@given(model=sparsified_models(), fraction=st.floats(0.1, 0.9))
+@given(model=sparsified_linear_mtls(), fraction=st.floats(0.1, 0.9))
 def test_controller_freezes_exactly_at_the_target_count(model, fraction):
     start = report(model)
     if start.overall.total - start.overall.nonzero < 2:
