@@ -31,6 +31,9 @@ def parse_args() -> argparse.Namespace:
         required=True,
         help="a suite file and the directory its runs were trained in",
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="only these seeds (default: each suite's own)"
+    )
     parser.add_argument("--write", type=Path, help="also write the table to this markdown file")
     return parser.parse_args()
 
@@ -64,7 +67,10 @@ def main() -> int:
     args = parse_args()
     suites = []
     for suite_file, out in args.suite:
-        suite = finished_only(load_suite(Path(suite_file), []), Path(out))
+        suite = load_suite(Path(suite_file), [])
+        if args.seeds:
+            suite.seeds = [seed for seed in suite.seeds if seed in args.seeds]
+        suite = finished_only(suite, Path(out))
         rows, _ = collect(suite, Path(out))
         suites.append((suite, {agg.run_id: agg for agg in aggregate(rows)}))
     names: list[str] = []
