@@ -7,8 +7,8 @@ task weights. Adam is invariant to a loss scale that holds from the first step (
 and a coupled weight decay), but a step change of the scale at ``start`` reaches the update
 before the second-moment estimate catches up (about ``1 / (1 - beta2)`` steps). So the
 hypothesis "Adam's memory turns the step into a change of step size" predicts: ``start: 300``
-loses like the adaptive weighting at the same scale, ``start: 0`` does not. Used by the
-``imp_scratch_scale_*`` entries of configs/suites/scenes_cpu_mobilenet.yaml.
+loses like the adaptive weighting at the same scale, ``start: 0`` does not. Used by
+benchmarks/loss_scale_probe.yaml.
 """
 
 from __future__ import annotations
