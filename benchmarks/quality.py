@@ -48,6 +48,11 @@ def parse_args() -> argparse.Namespace:
         "--ablation", default="adapmtl_global", help="run name of the ablation to compare with"
     )
     parser.add_argument(
+        "--no-claims",
+        action="store_true",
+        help="a probe, not a method comparison: no claims table, only the noise floor",
+    )
+    parser.add_argument(
         "--baseline", default="imp_scratch", help="gradual magnitude pruning from scratch run name"
     )
     return parser.parse_args()
@@ -129,10 +134,7 @@ def claims(
     lines.append("| " + " | ".join(row) + " |")
     if floor is not None:
         lines.append("")
-        lines.append(
-            f"Noise floor: ΔT of one seed's dense run against another seed's dense run, over all "
-            f"ordered pairs: mean |ΔT| {floor[0]:.2f}, largest |ΔT| {floor[1]:.2f}."
-        )
+        lines.append(floor_text(floor))
     spreads = [
         f"{by_id[run_id].label} {by_id[run_id].delta_t['overall'].std:.2f}"
         for run_id in (ours, ablation, baseline)
@@ -147,6 +149,13 @@ def claims(
 def target_text(aggregates: list[Aggregate], ours: str) -> str:
     targets = {a.target for a in aggregates if a.run_id == ours}
     return ", ".join(f"{100 * t:g} %" for t in sorted(t for t in targets if t is not None))
+
+
+def floor_text(floor: tuple[float, float]) -> str:
+    return (
+        f"Noise floor: ΔT of one seed's dense run against another seed's dense run, over all "
+        f"ordered pairs: mean |ΔT| {floor[0]:.2f}, largest |ΔT| {floor[1]:.2f}."
+    )
 
 
 def noise_floor(rows: list[Row], tasks: dict, reduce: str) -> tuple[float, float] | None:
@@ -198,10 +207,17 @@ def main() -> int:
             f"{os.cpu_count()} CPUs, {platform.platform()}; training wall time of this "
             f"invocation {minutes:.1f} min (runs finished earlier are reused, not re-timed).",
             "",
-            f"### The paper's claims at {target_text(aggregates, args.ours)} overall sparsity",
-            "",
-            claims(rows, aggregates, args.ours, args.ablation, args.baseline, floor),
-            "",
+            *(
+                [floor_text(floor) if floor is not None else "", ""]
+                if args.no_claims
+                else [
+                    f"### The paper's claims at {target_text(aggregates, args.ours)} overall "
+                    "sparsity",
+                    "",
+                    claims(rows, aggregates, args.ours, args.ablation, args.baseline, floor),
+                    "",
+                ]
+            ),
             table,
         ]
     )
