@@ -22,6 +22,7 @@ shape the saved mask has, so a frozen checkpoint loads into a freshly sparsified
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -34,10 +35,16 @@ from adapmtl.sparsity.recycle import RECYCLE_BYTES, Recycler, baselines, graph_o
 _CPU_BLOCK = 1 << 18
 
 
-def _block_size(flat: torch.Tensor) -> int:
-    """Elements per block for a blockwise pass over ``flat``: one block off the CPU, where a
-    kernel launch per block would cost more than the temporaries it saves."""
-    return _CPU_BLOCK if flat.device.type == "cpu" else max(flat.numel(), 1)
+def _blocks(*flats: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The same block of each flat tensor in turn: one block off the CPU, where a kernel launch
+    per block would cost more than the temporaries it saves, and for tensors of one block (no
+    slicing: most layers, whose Python overhead per call matters as much as their arithmetic)."""
+    n = flats[0].numel()
+    if flats[0].device.type != "cpu" or n <= _CPU_BLOCK:
+        yield flats
+        return
+    for start in range(0, n, _CPU_BLOCK):
+        yield tuple(f[start : start + _CPU_BLOCK] for f in flats)
 
 
 def _threshold_forward(
@@ -53,9 +60,7 @@ def _threshold_forward(
     flat = weight.reshape(-1)
     result = torch.empty_like(flat) if out is None else out.view(-1)
     low = -alpha
-    block = _block_size(flat)
-    for start in range(0, flat.numel(), block):
-        w, r = flat[start : start + block], result[start : start + block]
+    for w, r in _blocks(flat, result):
         torch.maximum(torch.minimum(w, alpha, out=r), low, out=r)
         torch.sub(w, r, out=r)
         if hard:  # hardshrink's gradient with lambda 0: w where r != 0
@@ -64,7 +69,8 @@ def _threshold_forward(
 
 
 def _cpu_recycler(weight: torch.Tensor, recycler: Recycler | None) -> Recycler | None:
-    return recycler if weight.device.type == "cpu" else None
+    """The recycler for a leaf weight on CPU (the gradient it keeps becomes ``weight.grad``)."""
+    return recycler if weight.device.type == "cpu" and weight.is_leaf else None
 
 
 def _save(ctx: Any, weight: torch.Tensor, out: torch.Tensor, recycler: Recycler | None) -> None:
@@ -104,27 +110,19 @@ def _threshold_backward(
     masked_grad = need_weight and not straight_through
     in_place = masked_grad and _overwritable(ctx, out, grad_out)
     g, s = grad_out.reshape(-1), out.reshape(-1)
-    n = g.numel()
-    block = _block_size(g)
-    starts = range(0, n, block)
     grad_weight = (s if in_place else torch.empty_like(g)) if masked_grad else None
-    partial = g.new_empty(len(starts)) if need_alpha else None
-    scratch = g.new_empty(min(block, n)) if need_alpha else None
-    for i, start in enumerate(starts):
-        g_block, s_block = g[start : start + block], s[start : start + block]
-        if partial is not None and scratch is not None:  # before s_block is overwritten
-            signs = torch.sign(s_block, out=scratch[: s_block.numel()])
-            torch.dot(g_block, signs, out=partial[i])
+    partial: list[torch.Tensor] = []
+    for g_block, s_block, w_block in _blocks(g, s, s if grad_weight is None else grad_weight):
+        if need_alpha:  # before s_block is overwritten
+            partial.append(torch.dot(g_block, torch.sign(s_block)))
         if grad_weight is not None:
             # hardshrink's gradient with lambda 0 is dL/dout * (out != 0), in one pass
-            torch.ops.aten.hardshrink_backward.grad_input(
-                g_block, s_block, 0.0, grad_input=grad_weight[start : start + block]
-            )
+            torch.ops.aten.hardshrink_backward.grad_input(g_block, s_block, 0.0, grad_input=w_block)
     if grad_weight is not None:
         weight_grad: torch.Tensor | None = grad_weight.view_as(grad_out)
     else:
         weight_grad = grad_out if need_weight else None
-    alpha_grad = None if partial is None else -partial.sum().reshape(ctx.alpha_shape)
+    alpha_grad = -sum(partial).reshape(ctx.alpha_shape) if need_alpha else None
     return _finish(ctx, weight_grad), alpha_grad, None
 
 
@@ -201,13 +199,8 @@ def _masked(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor | None) -> to
     """
     flat, bits = x.reshape(-1), mask.reshape(-1).view(torch.uint8)
     result = torch.empty_like(flat) if out is None else out.view(-1)
-    n = flat.numel()
-    block = _block_size(flat)
-    factors = flat.new_empty(min(block, n))
-    for start in range(0, n, block):
-        part = slice(start, start + block)
-        chunk = factors[: bits[part].numel()].copy_(bits[part])
-        torch.mul(flat[part], chunk, out=result[part])
+    for x_block, bit_block, r_block in _blocks(flat, bits, result):
+        torch.mul(x_block, bit_block.to(x_block.dtype), out=r_block)
     return result.view_as(x)
 
 
