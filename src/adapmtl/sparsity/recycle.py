@@ -67,9 +67,9 @@ def baselines() -> tuple[int, int] | None:
         torch._C._autograd, "_get_current_graph_task_keep_graph"
     ):
         return None
-    alone = torch.empty(1)
+    alone = torch.empty(1, device="cpu")
     with torch.enable_grad():
-        x = torch.ones(2, requires_grad=True)
+        x = torch.ones(2, requires_grad=True, device="cpu")
         (_Probe.apply(x) * 1.0).sum().backward()  # neither consumer saves the output
     return storage_refs(alone), _Probe.seen.pop()
 
