@@ -128,5 +128,5 @@ class Recycler:
     def release(self) -> None:
         self.buffer = None
 
-    def __deepcopy__(self, memo: dict) -> Recycler:
-        return Recycler()  # a copy starts empty instead of duplicating the buffer
+    def __getstate__(self) -> dict:
+        return {"buffer": None}  # a deep copy starts empty instead of duplicating the buffer
