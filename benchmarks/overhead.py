@@ -1,13 +1,20 @@
-"""Training-step overhead of AdapMTL's soft thresholds: a sparsified model versus the same dense
-model, same batch (one run, ratios only: absolute times are noisy on a shared machine).
+"""Training-step overhead of AdapMTL's sparse-weight parametrization: a sparsified model versus
+the same dense model, same batch (one run, ratios only: absolute times are noisy on a shared
+machine).
 
-Time: one training step = forward, backward and an Adam step. Dense and sparsified
-(``sparsify(model, grouping="component")``) copies of the same model are stepped alternately in
-one process (the order flips every repetition), after two warm-up steps each; the reported ratio
-is the median over repetitions of t_sparse / t_dense of the same repetition, so slow phases of a
-shared machine hit both variants alike. t is the CPU time of the process (``time.process_time``)
-with one intra-op thread: on a shared machine it excludes the time the process waits for a core,
-which wall-clock time does not (the wall-clock ratio is reported too).
+Modes (``--modes``): ``soft`` = ``sparsify(model, grouping="component")`` (the paper's soft
+threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` (the recommended
+recipe's hard threshold with the straight-through gradient), ``frozen`` = ``hard_regrow`` after
+``freeze_masks`` (the fixed mask the target-sparsity controller leaves for the rest of training,
+and the mode SNIP/LTH/IMP/DiSparse train in).
+
+Time: one training step = forward, backward and an Adam step. The dense model and one sparsified
+copy per mode are stepped in turn in one process (the order flips every repetition), after two
+warm-up steps each; the reported ratio is the median over repetitions of t_sparse / t_dense of
+the same repetition, so slow phases of a shared machine hit all variants alike. t is the CPU time
+of the process (``time.process_time``) with one intra-op thread: on a shared machine it excludes
+the time the process waits for a core, which wall-clock time does not (the wall-clock ratio is
+reported too).
 
 Memory: each variant runs in a fresh subprocess that imports torch, warms up torch's kernels on a
 tiny model, then builds the case's model and optimizer and trains three steps; the peak resident
@@ -16,10 +23,13 @@ training memory (weights, gradients, Adam state, activations and allocator overh
 counts what the operating system really had to provide; ``tracemalloc`` does not see torch's
 allocations. The peak-RSS ratio including the process baseline is reported too.
 
+The load average (``os.getloadavg``) before and after each case is written beside its figures.
+
 Usage::
 
     python benchmarks/overhead.py                       # all default cases, JSON on stdout
     python benchmarks/overhead.py --cases small_conv --repeats 20
+    python benchmarks/overhead.py --cases mobilenetv2_cpu@128 --modes soft,hard_regrow,frozen
     python benchmarks/overhead.py --markdown table.md   # also write a Markdown table
 """
 
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -41,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adapmtl.models import MultiTaskModel, build_model
-from adapmtl.sparsity import param_groups, sparsify
+from adapmtl.sparsity import freeze_masks, param_groups, sparsify
 
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TIME_GOAL = {"small": 1.15, "large": 1.05}
@@ -122,37 +133,50 @@ class Trainer:
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def _variants(case: Case) -> dict[str, MultiTaskModel]:
+MODES = ("soft", "hard_regrow", "frozen")
+
+
+def sparsified(model: nn.Module, mode: str) -> nn.Module:
+    """``model`` sparsified in place in one of :data:`MODES`."""
+    if mode == "soft":
+        return sparsify(model, grouping="component")
+    sparsify(model, grouping="component", mode="hard", regrow=True)
+    if mode == "frozen":
+        freeze_masks(model)
+    return model
+
+
+def measure_time(case: Case, repeats: int, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per mode: the median of t_mode / t_dense over interleaved repetitions, and its range."""
     torch.manual_seed(0)
     dense = case.build()
-    sparse = sparsify(copy.deepcopy(dense), grouping="component")
-    return {"dense": dense, "sparse": sparse}
-
-
-def measure_time(case: Case, repeats: int) -> dict[str, float]:
-    trainers = {name: Trainer(model, case) for name, model in _variants(case).items()}
+    models = {"dense": dense} | {m: sparsified(copy.deepcopy(dense), m) for m in modes}
+    trainers = {name: Trainer(model, case) for name, model in models.items()}
     for trainer in trainers.values():
         trainer.step()
         trainer.step()
-    cpu: dict[str, list[float]] = {"dense": [], "sparse": []}
-    wall: dict[str, list[float]] = {"dense": [], "sparse": []}
+    names = list(trainers)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repeats):
-        order = ("dense", "sparse") if rep % 2 == 0 else ("sparse", "dense")
-        for name in order:
+        for name in names if rep % 2 == 0 else reversed(names):
             c, w = trainers[name].step()
             cpu[name].append(c)
             wall[name].append(w)
-    ratios = [s / d for s, d in zip(cpu["sparse"], cpu["dense"], strict=True)]
-    wall_ratios = [s / d for s, d in zip(wall["sparse"], wall["dense"], strict=True)]
-    return {
-        "dense_ms": 1e3 * statistics.median(cpu["dense"]),
-        "sparse_ms": 1e3 * statistics.median(cpu["sparse"]),
-        "time_ratio": statistics.median(ratios),
-        "time_ratio_min": min(ratios),
-        "time_ratio_max": max(ratios),
-        "dense_wall_ms": 1e3 * statistics.median(wall["dense"]),
-        "wall_ratio": statistics.median(wall_ratios),
-    }
+    result = {}
+    for mode in modes:
+        ratios = [s / d for s, d in zip(cpu[mode], cpu["dense"], strict=True)]
+        wall_ratios = [s / d for s, d in zip(wall[mode], wall["dense"], strict=True)]
+        result[mode] = {
+            "dense_ms": 1e3 * statistics.median(cpu["dense"]),
+            "sparse_ms": 1e3 * statistics.median(cpu[mode]),
+            "time_ratio": statistics.median(ratios),
+            "time_ratio_min": min(ratios),
+            "time_ratio_max": max(ratios),
+            "dense_wall_ms": 1e3 * statistics.median(wall["dense"]),
+            "wall_ratio": statistics.median(wall_ratios),
+        }
+    return result
 
 
 def _status_mb(field: str) -> float:
@@ -177,8 +201,8 @@ def memory_child(case_name: str, variant: str) -> None:
     case = CASES[case_name]
     torch.manual_seed(0)
     model = case.build()
-    if variant == "sparse":
-        sparsify(model, grouping="component")
+    if variant != "dense":
+        sparsified(model, variant)
     trainer = Trainer(model, case)
     for _ in range(3):
         trainer.step()
@@ -186,56 +210,81 @@ def memory_child(case_name: str, variant: str) -> None:
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "training_mb": peak - baseline}))
 
 
-def measure_memory(case: Case) -> dict[str, float]:
+def _memory_child(case: Case, variant: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", case.name, variant],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(case: Case, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per mode: training memory (peak RSS over the reset mark) of dense and sparsified."""
+    dense = _memory_child(case, "dense")
     result = {}
-    for variant in ("dense", "sparse"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", case.name, variant],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        child = json.loads(out.stdout.strip().splitlines()[-1])
-        result[f"{variant}_peak_mb"] = child["peak_mb"]
-        result[f"{variant}_training_mb"] = child["training_mb"]
-    result["memory_ratio"] = result["sparse_training_mb"] / result["dense_training_mb"]
-    result["peak_rss_ratio"] = result["sparse_peak_mb"] / result["dense_peak_mb"]
+    for mode in modes:
+        sparse = _memory_child(case, mode)
+        result[mode] = {
+            "dense_peak_mb": dense["peak_mb"],
+            "dense_training_mb": dense["training_mb"],
+            "sparse_peak_mb": sparse["peak_mb"],
+            "sparse_training_mb": sparse["training_mb"],
+            "memory_ratio": sparse["training_mb"] / dense["training_mb"],
+            "peak_rss_ratio": sparse["peak_mb"] / dense["peak_mb"],
+        }
     return result
 
 
-def run_case(case: Case, repeats: int | None) -> dict:
+def run_case(case: Case, repeats: int | None, modes: tuple[str, ...]) -> list[dict]:
+    """One row per mode; the load average is read before and after the whole case."""
+    load_before = os.getloadavg()
     torch.manual_seed(0)
     params = sum(p.numel() for p in case.build().parameters())
-    row: dict = {
-        "case": case.name,
-        "batch": case.batch,
-        "size": case.size,
-        "parameters": params,
-        "repeats": repeats or case.repeats,
-    }
-    row.update(measure_time(case, row["repeats"]))
-    row.update(measure_memory(case))
-    row["time_goal"] = TIME_GOAL[case.scale]
-    row["memory_goal"] = MEMORY_GOAL
-    row["meets_goals"] = row["time_ratio"] <= row["time_goal"] and (
-        row["memory_ratio"] <= MEMORY_GOAL
-    )
-    return row
+    count = repeats or case.repeats
+    times = measure_time(case, count, modes)
+    memory = measure_memory(case, modes)
+    load_after = os.getloadavg()
+    rows = []
+    for mode in modes:
+        row: dict = {
+            "case": case.name,
+            "mode": mode,
+            "batch": case.batch,
+            "size": case.size,
+            "parameters": params,
+            "repeats": count,
+            "load_before": list(load_before),
+            "load_after": list(load_after),
+        }
+        row.update(times[mode])
+        row.update(memory[mode])
+        row["time_goal"] = TIME_GOAL[case.scale]
+        row["memory_goal"] = MEMORY_GOAL
+        row["meets_goals"] = row["time_ratio"] <= row["time_goal"] and (
+            row["memory_ratio"] <= MEMORY_GOAL
+        )
+        rows.append(row)
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| case | batch | input | params | dense ms | sparse ms | time ratio (min-max) | goal "
-        "| dense MB | sparse MB | memory ratio | peak RSS ratio |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| case | mode | batch | input | params | dense ms | sparse ms | time ratio (min-max) "
+        "| goal | dense MB | sparse MB | memory ratio | peak RSS ratio "
+        "| load (1 min) before-after |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['case']} | {r['batch']} | {r['size']}² | {r['parameters'] / 1e6:.2f} M "
+            f"| {r['case']} | {r['mode']} | {r['batch']} | {r['size']}² "
+            f"| {r['parameters'] / 1e6:.2f} M "
             f"| {r['dense_ms']:.0f} | {r['sparse_ms']:.0f} "
             f"| {r['time_ratio']:.3f} ({r['time_ratio_min']:.2f}-{r['time_ratio_max']:.2f}) "
             f"| ≤ {r['time_goal']} | {r['dense_training_mb']:.0f} | {r['sparse_training_mb']:.0f} "
-            f"| {r['memory_ratio']:.3f} | {r['peak_rss_ratio']:.3f} |"
+            f"| {r['memory_ratio']:.3f} | {r['peak_rss_ratio']:.3f} "
+            f"| {r['load_before'][0]:.2f}-{r['load_after'][0]:.2f} |"
         )
     return "\n".join(lines)
 
@@ -246,6 +295,9 @@ def main() -> int:
         "--cases",
         default=",".join(DEFAULT_CASES),
         help=f"comma-separated, from: {', '.join(CASES)}",
+    )
+    parser.add_argument(
+        "--modes", default="soft", help=f"comma-separated, from: {', '.join(MODES)}"
     )
     parser.add_argument("--repeats", type=int, default=None, help="override every case's count")
     parser.add_argument("--markdown", default=None, help="also write a Markdown table here")
@@ -260,19 +312,28 @@ def main() -> int:
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}; valid: {', '.join(CASES)}")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        parser.error(f"--modes: unknown mode {bad[0] if bad else ''!r}; valid: {', '.join(MODES)}")
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     rows = []
     for name in names:
-        rows.append(run_case(CASES[name], args.repeats))
-        print(
-            f"{name}: time x{rows[-1]['time_ratio']:.3f}, memory x{rows[-1]['memory_ratio']:.3f}",
-            file=sys.stderr,
-        )
+        for row in run_case(CASES[name], args.repeats, modes):
+            rows.append(row)
+            print(
+                f"{name} {row['mode']}: time x{row['time_ratio']:.3f}, "
+                f"memory x{row['memory_ratio']:.3f}, load {row['load_before'][0]:.2f}",
+                file=sys.stderr,
+            )
     result = {
         "benchmark": "overhead",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "load_before": list(load_before),
+        "load_after": list(os.getloadavg()),
         "cases": rows,
     }
     print(json.dumps(result, indent=2))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from adapmtl.errors import UserError
-from adapmtl.inference.optimize import median_ms, relative_error
+from adapmtl.inference.optimize import flat_outputs, median_ms, relative_error
 
 
 @dataclass
@@ -56,16 +56,6 @@ def input_channels(model: nn.Module) -> int:
     raise UserError("the model has no convolution: cannot tell how many input channels it takes")
 
 
-def _outputs(result: object) -> list[torch.Tensor]:
-    if isinstance(result, torch.Tensor):
-        return [result]
-    if isinstance(result, dict):
-        return [t for key in sorted(result) for t in _outputs(result[key])]
-    if isinstance(result, (list, tuple)):
-        return [t for item in result for t in _outputs(item)]
-    return []
-
-
 @torch.no_grad()
 def compare_end_to_end(
     dense: nn.Module,
@@ -79,7 +69,7 @@ def compare_end_to_end(
     given) ``repeats`` times, alternating, after one warm-up run each."""
     dense.eval()
     sparse.eval()
-    expected, got = _outputs(dense(example)), _outputs(sparse(example))
+    expected, got = flat_outputs(dense(example)), flat_outputs(sparse(example))
     error = max((relative_error(g, e) for g, e in zip(got, expected, strict=True)), default=0.0)
     runs = {"dense": lambda: dense(example), "sparse": lambda: sparse(example)}
     if onnxruntime is not None:

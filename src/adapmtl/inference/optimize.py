@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from adapmtl.inference.fold import batchnorm_pairs, fold_batchnorm
 from adapmtl.inference.layers import (
     CSRConv1x1,
     CSRLinear,
@@ -58,9 +59,15 @@ class InferencePlan:
 
     layers: list[LayerChoice]
     threads: int
+    folded_batchnorm: list[tuple[str, str]] = field(default_factory=list)
+    """(conv, BN) paths whose BN was folded into the conv (the BN is ``nn.Identity``)."""
 
     def to_dict(self) -> dict:
-        return {"threads": self.threads, "layers": [asdict(layer) for layer in self.layers]}
+        return {
+            "threads": self.threads,
+            "layers": [asdict(layer) for layer in self.layers],
+            "folded_batchnorm": [list(pair) for pair in self.folded_batchnorm],
+        }
 
     def __str__(self) -> str:
         lines = [
@@ -119,6 +126,24 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def flat_outputs(result: object) -> list[torch.Tensor]:
+    """The tensors of a model's output (a tensor, or dicts/lists/tuples of them), in a fixed
+    order (dict keys sorted)."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, dict):
+        return [t for key in sorted(result) for t in flat_outputs(result[key])]
+    if isinstance(result, (list, tuple)):
+        return [t for item in result for t in flat_outputs(item)]
+    return []
+
+
+def output_error(got: nn.Module, expected: nn.Module, example: torch.Tensor) -> float:
+    """The largest :func:`relative_error` of any output of ``got`` against ``expected``."""
+    pairs = zip(flat_outputs(got(example)), flat_outputs(expected(example)), strict=True)
+    return max((relative_error(g, e) for g, e in pairs), default=0.0)
+
+
 def record_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
     """The input of the first call of every Conv2d/Linear module during ``model(example)``."""
     seen: dict[str, torch.Tensor] = {}
@@ -174,6 +199,7 @@ def optimize(
     max_density: float = 0.7,
     repeats: int = 5,
     rtol: float = 1e-4,
+    fold_bn: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, InferencePlan]:
     """A copy of ``model`` for CPU inference with each prunable layer on its fastest kernel.
@@ -188,6 +214,9 @@ def optimize(
         max_density: layers denser than this keep the dense kernel without being timed.
         repeats: timed runs per kernel and layer (interleaved; the fastest counts).
         rtol: largest accepted max|sparse - dense| / max|dense| of a layer's output.
+        fold_bn: fold each eval-mode BatchNorm2d into the convolution before it
+            (:mod:`adapmtl.inference.fold`), kept only if the model's outputs on ``example``
+            stay within ``rtol``.
 
     Returns the optimized copy (eval mode, no autograd through swapped layers) and the plan.
     Raises ``RuntimeError`` if a sparse kernel disagrees with the dense layer beyond ``rtol``.
@@ -196,6 +225,14 @@ def optimize(
     if unknown:
         raise ValueError(f"unknown kernels {unknown}; choose from {KERNELS}")
     fast = _plain_copy(model).eval()
+    folded: list[tuple[str, str]] = []
+    if fold_bn:
+        pairs = batchnorm_pairs(fast, example)
+        candidate = fold_batchnorm(fast, pairs)
+        if pairs and output_error(candidate, fast, example) <= rtol:
+            fast, folded = candidate, pairs
+        elif pairs and log:
+            log("BatchNorm folding changed the outputs on the example: left unfolded")
     inputs = record_inputs(fast, example)
     choices = []
     for path, x in inputs.items():
@@ -230,4 +267,4 @@ def optimize(
                 f"dense {choice.times_ms[DENSE]:.2f} ms -> {choice.kernel} "
                 f"{choice.times_ms[choice.kernel]:.2f} ms"
             )
-    return fast, InferencePlan(choices, torch.get_num_threads())
+    return fast, InferencePlan(choices, torch.get_num_threads(), folded)

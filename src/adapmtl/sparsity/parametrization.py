@@ -22,47 +22,134 @@ shape the saved mask has, so a frozen checkpoint loads into a freshly sparsified
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from adapmtl.sparsity.recycle import RECYCLE_BYTES, Recycler, baselines, graph_only
+
+# Elements per block of the blockwise CPU passes: 1 MB in float32, so the several passes over a
+# block run in cache and a weight-sized array is streamed from memory once, in few Python steps.
+_CPU_BLOCK = 1 << 18
+
+
+def _blocks(*flats: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The same block of each flat tensor in turn: one block off the CPU, where a kernel launch
+    per block would cost more than the temporaries it saves, and for tensors of one block (no
+    slicing: most layers, whose Python overhead per call matters as much as their arithmetic)."""
+    n = flats[0].numel()
+    if flats[0].device.type != "cpu" or n <= _CPU_BLOCK:
+        yield flats
+        return
+    for start in range(0, n, _CPU_BLOCK):
+        yield tuple(f[start : start + _CPU_BLOCK] for f in flats)
+
+
+def _threshold_forward(
+    weight: torch.Tensor, alpha: torch.Tensor, hard: bool, out: torch.Tensor | None
+) -> torch.Tensor:
+    """S(W, a) = W - clamp(W, -a, a) or H(W, a) = W * 1[|W| > a], into ``out`` or a new buffer.
+
+    Block by block on CPU, so each block's three or four passes run in cache and the weight is
+    read once and the result written once. ``a`` stays a tensor (no device read; ``softshrink``
+    would need it as a number); ``minimum``/``maximum`` with a 0-d tensor run vectorized where
+    ``clamp`` with tensor bounds does not. H keeps W where S != 0, i.e. where |W| > a.
+    """
+    flat = weight.reshape(-1)
+    result = torch.empty_like(flat) if out is None else out.view(-1)
+    low = -alpha
+    for w, r in _blocks(flat, result):
+        torch.maximum(torch.minimum(w, alpha, out=r), low, out=r)
+        torch.sub(w, r, out=r)
+        if hard:  # hardshrink's gradient with lambda 0: w where r != 0
+            torch.ops.aten.hardshrink_backward.grad_input(w, r, 0.0, grad_input=r)
+    return result.view_as(weight)
+
+
+def _cpu_recycler(weight: torch.Tensor, recycler: Recycler | None) -> Recycler | None:
+    """The recycler for a leaf weight on CPU (the gradient it keeps becomes ``weight.grad``)."""
+    return recycler if weight.device.type == "cpu" and weight.is_leaf else None
+
+
+def _save(ctx: Any, weight: torch.Tensor, out: torch.Tensor, recycler: Recycler | None) -> None:
+    ctx.save_for_backward(out)
+    ctx.recycler = recycler
+    ctx.weight = weight if recycler is not None else None  # a leaf: no reference cycle
+
+
+def _finish(ctx: Any, weight_grad: torch.Tensor | None) -> torch.Tensor | None:
+    if ctx.recycler is not None:
+        ctx.recycler.keep(weight_grad, ctx.weight)
+    return weight_grad
+
+
+def _overwritable(ctx: Any, out: torch.Tensor, grad_out: torch.Tensor) -> bool:
+    return (
+        out.is_contiguous()
+        and grad_out.dtype == out.dtype
+        and grad_out.device == out.device
+        and graph_only(out, ctx.recycler)
+    )
+
+
+def _threshold_backward(
+    ctx: Any, grad_out: torch.Tensor, straight_through: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """dL/dW and dL/da of either threshold from the saved effective weight ``out``.
+
+    With ``B = |W| > a = (out != 0)`` and ``sign(W) * B = sign(out)`` (both thresholds):
+    dL/dW = dL/dout * B (Eq. 4), or dL/dout itself when ``straight_through``; dL/da =
+    -sum(dL/dout * sign(out)) (Eq. 5). On CPU the work runs block by block, so no weight-sized
+    temporary is made, and dL/dW is written over ``out`` when that is dead
+    (:mod:`adapmtl.sparsity.recycle`).
+    """
+    (out,) = ctx.saved_tensors
+    need_weight, need_alpha = ctx.needs_input_grad[:2]
+    masked_grad = need_weight and not straight_through
+    in_place = masked_grad and _overwritable(ctx, out, grad_out)
+    g, s = grad_out.reshape(-1), out.reshape(-1)
+    grad_weight = (s if in_place else torch.empty_like(g)) if masked_grad else None
+    partial: list[torch.Tensor] = []
+    for g_block, s_block, w_block in _blocks(g, s, s if grad_weight is None else grad_weight):
+        if need_alpha:  # before s_block is overwritten
+            partial.append(torch.dot(g_block, torch.sign(s_block)))
+        if grad_weight is not None:
+            # hardshrink's gradient with lambda 0 is dL/dout * (out != 0), in one pass
+            torch.ops.aten.hardshrink_backward.grad_input(g_block, s_block, 0.0, grad_input=w_block)
+    if grad_weight is not None:
+        weight_grad: torch.Tensor | None = grad_weight.view_as(grad_out)
+    else:
+        weight_grad = grad_out if need_weight else None
+    alpha_grad = -sum(partial).reshape(ctx.alpha_shape) if need_alpha else None
+    return _finish(ctx, weight_grad), alpha_grad, None
+
 
 class _SoftThreshold(torch.autograd.Function):
     """S(W, a) with the paper's sub-gradients (Eq. 4-5, supplement Eq. 1).
 
-    With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Forward uses the
-    identity S(W, a) = W - clamp(W, -a, a); backward uses B = (S != 0) and sign(W) * B = sign(S).
-    Each direction allocates one weight-sized buffer (the minimum: S, and the gradient of W). Only
-    S is saved, and the convolution keeps it for its own backward anyway, so training memory is the
-    dense level plus the effective weights.
+    With the indicator ``B = |W| > a``: dS/dW = B and dS/da = -sign(W) * B. Only S is saved (the
+    convolution keeps it for its own backward anyway), so training memory is the dense level plus
+    the effective weights. With a :class:`~adapmtl.sparsity.recycle.Recycler` (CPU), S is
+    written into the layer's previous weight gradient once that is dropped, and the new
+    gradient over S.
     """
 
     @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        # One new buffer: for large weights, allocating (page-faulting) it costs more than the
-        # arithmetic, so the subtraction is done in place.
-        clamped = weight.clamp(-alpha, alpha)
-        out = torch.sub(weight, clamped, out=clamped)
-        ctx.save_for_backward(out)
+    def forward(
+        ctx: Any, weight: torch.Tensor, alpha: torch.Tensor, recycler: Recycler | None
+    ) -> torch.Tensor:
+        recycler = _cpu_recycler(weight, recycler)
+        buffer = recycler.take(weight) if recycler is not None else None
+        out = _threshold_forward(weight, alpha, hard=False, out=buffer)
+        _save(ctx, weight, out, recycler)
         ctx.alpha_shape = alpha.shape
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        (out,) = ctx.saved_tensors
-        signs = out.sign()
-        grad_alpha = _alpha_gradient(ctx, grad_out, signs)
-        # in place: the weight gradient reuses the sign buffer (one allocation per direction)
-        return signs.abs_().mul_(grad_out), grad_alpha
-
-
-def _alpha_gradient(ctx: Any, grad_out: torch.Tensor, signs: torch.Tensor) -> torch.Tensor | None:
-    """dL/da = -sum(grad * sign(W) * B) (Eq. 5), with ``signs`` = sign(W) * B = sign of the
-    effective weight; None when the threshold needs no gradient."""
-    if not ctx.needs_input_grad[1]:
-        return None
-    return -torch.dot(grad_out.reshape(-1), signs.reshape(-1)).reshape(ctx.alpha_shape)
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return _threshold_backward(ctx, grad_out, straight_through=False)
 
 
 class _SoftThresholdRegrow(_SoftThreshold):
@@ -70,9 +157,8 @@ class _SoftThresholdRegrow(_SoftThreshold):
     theta's gradient stays Eq. 5's."""
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        (out,) = ctx.saved_tensors
-        return grad_out, _alpha_gradient(ctx, grad_out, out.sign())
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return _threshold_backward(ctx, grad_out, straight_through=True)
 
 
 class _HardThreshold(torch.autograd.Function):
@@ -84,9 +170,13 @@ class _HardThreshold(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        out = weight * (weight.abs() > alpha)
-        ctx.save_for_backward(out)
+    def forward(
+        ctx: Any, weight: torch.Tensor, alpha: torch.Tensor, recycler: Recycler | None
+    ) -> torch.Tensor:
+        recycler = _cpu_recycler(weight, recycler)
+        buffer = recycler.take(weight) if recycler is not None else None
+        out = _threshold_forward(weight, alpha, hard=True, out=buffer)
+        _save(ctx, weight, out, recycler)
         ctx.alpha_shape = alpha.shape
         return out
 
@@ -99,22 +189,68 @@ class _HardThresholdRegrow(_HardThreshold):
     backward = _SoftThresholdRegrow.backward
 
 
+def _masked(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``x * mask`` for a boolean ``mask`` of x's shape, into ``out`` (contiguous, x's shape;
+    it may be the buffer x's values came from) or a new buffer.
+
+    The mask is read as uint8, block by block into a small float buffer: CPU converts uint8 to
+    float with vector instructions but bool one element at a time, and ``x * mask`` (or
+    ``where``, ``masked_fill``, both scalar loops) would cost several times the multiplication.
+    """
+    flat, bits = x.reshape(-1), mask.reshape(-1).view(torch.uint8)
+    result = torch.empty_like(flat) if out is None else out.view(-1)
+    for x_block, bit_block, r_block in _blocks(flat, bits, result):
+        torch.mul(x_block, bit_block.to(x_block.dtype), out=r_block)
+    return result.view_as(x)
+
+
+class _Mask(torch.autograd.Function):
+    """W * M for a fixed boolean mask M; dL/dW = dL/d(W * M) * M. Buffers are recycled as in
+    :class:`_SoftThreshold`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, weight: torch.Tensor, mask: torch.Tensor, recycler: Recycler | None
+    ) -> torch.Tensor:
+        recycler = _cpu_recycler(weight, recycler)
+        buffer = recycler.take(weight) if recycler is not None else None
+        out = _masked(weight, mask, buffer)
+        _save(ctx, weight, out, recycler)
+        ctx.mask = mask  # the module's buffer, fixed while the graph lives
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (out,) = ctx.saved_tensors
+        target = out if _overwritable(ctx, out, grad_out) else None
+        return _finish(ctx, _masked(grad_out, ctx.mask, target)), None, None
+
+
 def soft_threshold(
-    weight: torch.Tensor, theta: torch.Tensor, *, regrow: bool = False
+    weight: torch.Tensor,
+    theta: torch.Tensor,
+    *,
+    regrow: bool = False,
+    recycler: Recycler | None = None,
 ) -> torch.Tensor:
     """Paper Eq. 2: ``sign(W) * relu(|W| - sigmoid(theta))``, differentiable in W and theta; with
-    ``regrow`` the weights get the straight-through gradient instead of Eq. 4's."""
+    ``regrow`` the weights get the straight-through gradient instead of Eq. 4's. ``recycler``
+    reuses the layer's dead buffers from step to step (:mod:`adapmtl.sparsity.recycle`)."""
     function = _SoftThresholdRegrow if regrow else _SoftThreshold
-    return function.apply(weight, torch.sigmoid(theta))
+    return function.apply(weight, torch.sigmoid(theta), recycler)
 
 
 def hard_threshold(
-    weight: torch.Tensor, theta: torch.Tensor, *, regrow: bool = False
+    weight: torch.Tensor,
+    theta: torch.Tensor,
+    *,
+    regrow: bool = False,
+    recycler: Recycler | None = None,
 ) -> torch.Tensor:
     """``W * 1[|W| > sigmoid(theta)]``, with the soft threshold's sub-gradients (a surrogate);
     with ``regrow`` the weights get the straight-through gradient instead."""
     function = _HardThresholdRegrow if regrow else _HardThreshold
-    return function.apply(weight, torch.sigmoid(theta))
+    return function.apply(weight, torch.sigmoid(theta), recycler)
 
 
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
@@ -149,6 +285,8 @@ class SparseWeight(nn.Module):
         self.hard = hard
         self.regrow = regrow
         self.register_buffer("mask", torch.ones(0, dtype=torch.bool, device="cpu"))
+        self.recycler = Recycler()
+        baselines()  # measured here, never first inside a backward pass
 
     @property
     def masked(self) -> bool:
@@ -160,8 +298,9 @@ class SparseWeight(nn.Module):
         return None if self.group is None else self.thresholds[self.group]
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        recycler = self._training_recycler(weight)
         if self.masked:
-            return weight * self.mask
+            return _Mask.apply(weight, self.mask, recycler)
         if self.group is None:
             return weight
         if weight.device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(
@@ -170,14 +309,23 @@ class SparseWeight(nn.Module):
             # under mixed precision the threshold is still applied in the weight's own precision
             # (float32); the layer's own operation casts the effective weight afterwards
             with torch.autocast(weight.device.type, enabled=False):
-                return self._threshold(weight)
-        return self._threshold(weight)
+                return self._threshold(weight, recycler)
+        return self._threshold(weight, recycler)
 
-    def _threshold(self, weight: torch.Tensor) -> torch.Tensor:
+    def _training_recycler(self, weight: torch.Tensor) -> Recycler | None:
+        """The recycler in a training forward of a weight large enough to be a fresh ``mmap``;
+        elsewhere (smaller weights, evaluation, no_grad) it lets its buffer go, so a model at
+        rest holds no weight-sized buffer beyond its gradients."""
+        large = weight.numel() * weight.element_size() >= RECYCLE_BYTES
+        if large and torch.is_grad_enabled() and weight.requires_grad:
+            return self.recycler
+        self.recycler.release()
+        return None
+
+    def _threshold(self, weight: torch.Tensor, recycler: Recycler | None) -> torch.Tensor:
         theta = self.thresholds[self.group]
-        if self.hard:
-            return hard_threshold(weight, theta, regrow=self.regrow)
-        return soft_threshold(weight, theta, regrow=self.regrow)
+        function = hard_threshold if self.hard else soft_threshold
+        return function(weight, theta, regrow=self.regrow, recycler=recycler)
 
     def active(self, weight: torch.Tensor) -> torch.Tensor:
         """Boolean map of the weights that are nonzero in the effective weight (no autograd)."""
