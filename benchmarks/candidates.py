@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adapmtl.analysis.compare import Aggregate, aggregate, collect
 from adapmtl.analysis.suite import Suite, load_suite, plan, run_status
-from adapmtl.analysis.tables import fmt_stat
+from adapmtl.analysis.tables import fmt_stat, markdown_row
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,12 +85,12 @@ def main() -> int:
         parts = next((a.sparsity for a in by_id.values() if a.sparsity), {})
         order = " / ".join(k for k in parts if k != "overall")
         header += [f"{suite.name}: ΔT", f"{suite.name}: sparsity % ({order})"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
     for name in names:
         cells = [f"{labels[name]} (`{name}`)"]
         for _, by_id in suites:
             cells += cell(by_id.get(name))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     command = " ".join(
         [".venv/bin/python", "benchmarks/candidates.py", *map(shlex.quote, sys.argv[1:])]
     )

@@ -178,3 +178,13 @@ def test_aggregate_gives_mean_and_sample_std_per_run_and_the_csv_holds_them():
     markdown = tables.spread_table(aggregates, ["seg", "depth"])
     assert "| SNIP | 3 | 1.00 ± 3.00 |" in markdown
     assert "+0.25, -0.50, +1.00" in markdown
+
+
+def test_a_label_with_a_pipe_stays_in_its_cell():
+    """Markdown rows escape "|" inside a cell: a label such as "lam * |W_B|" must not add
+    columns to the row."""
+    from adapmtl.analysis.tables import markdown_row
+
+    row = markdown_row(["scale of |W_B| / sum |W_t|", "-1.5"])
+    assert row == r"| scale of \|W_B\| / sum \|W_t\| | -1.5 |"
+    assert len([c for c in row.replace(r"\|", "").split("|")[1:-1]]) == 2

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapmtl.analysis.tables import markdown_row
 from adapmtl.errors import UserError
 from adapmtl.sparsity import (
     bake,
@@ -163,7 +164,7 @@ def points_table(points: list[SensitivityPoint], tasks: list[str]) -> str:
     header = ["component", "level %", *[f"sparsity {k} %" for k in sparsity_keys]]
     header += [f"{t} {m}" for t, m in metric_keys]
     header += [f"ΔT {t}" for t in tasks] + ["ΔT"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
     for point in points:
         cells = [point.component, "-" if point.level is None else f"{100 * point.level:.1f}"]
         cells += [f"{100 * point.sparsity[k]:.2f}" for k in sparsity_keys]
@@ -171,7 +172,7 @@ def points_table(points: list[SensitivityPoint], tasks: list[str]) -> str:
         delta = point.delta_t or {}
         cells += [f"{delta.get('per_task', {}).get(t, float('nan')):+.2f}" for t in tasks]
         cells.append(f"{delta.get('overall', float('nan')):+.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from adapmtl.sparsity.target import miss_text, on_target, result_target
@@ -39,6 +40,12 @@ def _footnotes(notes: list[tuple[str, str | None]]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def markdown_row(cells: Sequence[Any]) -> str:
+    """One Markdown table row; a ``|`` inside a cell (a label such as "|W_B|") is escaped, so it
+    cannot split the cell."""
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
 def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> str:
     """Markdown table of ``(label, results)`` rows, where ``results`` is a ``results.json``
     (keys ``metrics``, optional ``delta_t`` and ``sparsity``). A run off its target sparsity is
@@ -49,7 +56,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> s
     for task in tasks:
         header += [f"{task} {m}" for m in metric_names[task]] + [f"ΔT {task}"]
     header += [f"sparsity {c} %" for c in components] + ["sparsity overall %", "ΔT"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
     notes = [(label, off_target_note(result)) for label, result in rows]
     for (label, result), (_, note) in zip(rows, notes, strict=True):
         delta = result.get("delta_t") or {}
@@ -64,7 +71,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], tasks: list[str]) -> s
         overall = sparsity.get("overall")
         cells.append(_fmt(None if overall is None else 100 * overall["sparsity"]))
         cells.append(_fmt(delta.get("overall")))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines + _footnotes(notes))
 
 
@@ -82,7 +89,7 @@ def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
     components = ["overall", "backbone", *tasks]
     header = ["method", "seeds", *[f"ΔT {t}" for t in tasks], "ΔT", "ΔT per seed"]
     header += [f"sparsity {c} %" for c in components]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
     notes = [(agg.label, agg.off_target) for agg in aggregates]
     for agg in aggregates:
         cells = [flagged(agg.label, agg.off_target), str(len(agg.seeds))]
@@ -93,7 +100,7 @@ def spread_table(aggregates: list[Any], tasks: list[str]) -> str:
         for component in components:
             stat = agg.sparsity.get(component)
             cells.append("-" if stat is None else fmt_stat(stat.mean, stat.std, scale=100.0))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines + _footnotes(notes))
 
 
