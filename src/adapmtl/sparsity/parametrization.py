@@ -68,9 +68,14 @@ def _threshold_forward(
     return result.view_as(weight)
 
 
-def _cpu_recycler(weight: torch.Tensor, recycler: Recycler | None) -> Recycler | None:
-    """The recycler for a leaf weight on CPU (the gradient it keeps becomes ``weight.grad``)."""
-    return recycler if weight.device.type == "cpu" and weight.is_leaf else None
+def _recycled(
+    weight: torch.Tensor, recycler: Recycler | None
+) -> tuple[Recycler | None, torch.Tensor | None]:
+    """The recycler for a leaf weight on CPU (the gradient it keeps becomes ``weight.grad``),
+    and the dead buffer it hands back for this forward's output, if any."""
+    if weight.device.type != "cpu" or not weight.is_leaf:
+        recycler = None
+    return recycler, recycler.take(weight) if recycler is not None else None
 
 
 def _save(ctx: Any, weight: torch.Tensor, out: torch.Tensor, recycler: Recycler | None) -> None:
@@ -83,6 +88,18 @@ def _finish(ctx: Any, weight_grad: torch.Tensor | None) -> torch.Tensor | None:
     if ctx.recycler is not None:
         ctx.recycler.keep(weight_grad, ctx.weight)
     return weight_grad
+
+
+def _threshold_apply(
+    ctx: Any, weight: torch.Tensor, alpha: torch.Tensor, recycler: Recycler | None, hard: bool
+) -> torch.Tensor:
+    """The forward of either threshold: S or H into a recycled buffer or a new one, saved for
+    :func:`_threshold_backward`."""
+    recycler, buffer = _recycled(weight, recycler)
+    out = _threshold_forward(weight, alpha, hard=hard, out=buffer)
+    _save(ctx, weight, out, recycler)
+    ctx.alpha_shape = alpha.shape
+    return out
 
 
 def _overwritable(ctx: Any, out: torch.Tensor, grad_out: torch.Tensor) -> bool:
@@ -140,12 +157,7 @@ class _SoftThreshold(torch.autograd.Function):
     def forward(
         ctx: Any, weight: torch.Tensor, alpha: torch.Tensor, recycler: Recycler | None
     ) -> torch.Tensor:
-        recycler = _cpu_recycler(weight, recycler)
-        buffer = recycler.take(weight) if recycler is not None else None
-        out = _threshold_forward(weight, alpha, hard=False, out=buffer)
-        _save(ctx, weight, out, recycler)
-        ctx.alpha_shape = alpha.shape
-        return out
+        return _threshold_apply(ctx, weight, alpha, recycler, hard=False)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -173,12 +185,7 @@ class _HardThreshold(torch.autograd.Function):
     def forward(
         ctx: Any, weight: torch.Tensor, alpha: torch.Tensor, recycler: Recycler | None
     ) -> torch.Tensor:
-        recycler = _cpu_recycler(weight, recycler)
-        buffer = recycler.take(weight) if recycler is not None else None
-        out = _threshold_forward(weight, alpha, hard=True, out=buffer)
-        _save(ctx, weight, out, recycler)
-        ctx.alpha_shape = alpha.shape
-        return out
+        return _threshold_apply(ctx, weight, alpha, recycler, hard=True)
 
     backward = _SoftThreshold.backward
 
@@ -212,8 +219,7 @@ class _Mask(torch.autograd.Function):
     def forward(
         ctx: Any, weight: torch.Tensor, mask: torch.Tensor, recycler: Recycler | None
     ) -> torch.Tensor:
-        recycler = _cpu_recycler(weight, recycler)
-        buffer = recycler.take(weight) if recycler is not None else None
+        recycler, buffer = _recycled(weight, recycler)
         out = _masked(weight, mask, buffer)
         _save(ctx, weight, out, recycler)
         ctx.mask = mask  # the module's buffer, fixed while the graph lives
