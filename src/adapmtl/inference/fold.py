@@ -20,6 +20,8 @@ import weakref
 import torch
 from torch import nn
 
+from adapmtl.inference.hooks import forward_with_hooks
+
 
 def batchnorm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
     """(conv path, BN path) for every foldable BN called on a conv's output during
@@ -42,12 +44,7 @@ def batchnorm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
                     pairs.append((conv, path))
 
             handles.append(module.register_forward_pre_hook(before))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, example, handles)
     return [
         (conv, bn)
         for conv, bn in pairs

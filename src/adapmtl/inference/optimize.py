@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from adapmtl.inference.fold import batchnorm_pairs, fold_batchnorm
+from adapmtl.inference.hooks import forward_with_hooks
 from adapmtl.inference.layers import (
     CSRConv1x1,
     CSRLinear,
@@ -155,12 +156,7 @@ def record_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Te
                 seen.setdefault(path, inputs[0].detach().clone())
 
             handles.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, example, handles)
     return seen
 
 
