@@ -197,6 +197,15 @@ def main() -> int:
         [".venv/bin/python", "benchmarks/quality.py", *map(shlex.quote, sys.argv[1:])]
     )
     table = (args.out / "table.md").read_text().split("\n", 2)[2]
+    if args.no_claims:
+        section = [floor_text(floor) if floor is not None else ""]
+    else:
+        heading = f"### The paper's claims at {target_text(aggregates, args.ours)} overall sparsity"
+        section = [
+            heading,
+            "",
+            claims(rows, aggregates, args.ours, args.ablation, args.baseline, floor),
+        ]
     text = "\n".join(
         [
             MARKER,
@@ -207,17 +216,8 @@ def main() -> int:
             f"{os.cpu_count()} CPUs, {platform.platform()}; training wall time of this "
             f"invocation {minutes:.1f} min (runs finished earlier are reused, not re-timed).",
             "",
-            *(
-                [floor_text(floor) if floor is not None else "", ""]
-                if args.no_claims
-                else [
-                    f"### The paper's claims at {target_text(aggregates, args.ours)} overall "
-                    "sparsity",
-                    "",
-                    claims(rows, aggregates, args.ours, args.ablation, args.baseline, floor),
-                    "",
-                ]
-            ),
+            *section,
+            "",
             table,
         ]
     )
