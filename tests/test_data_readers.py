@@ -363,3 +363,27 @@ def test_a_taskonomy_run_weights_its_segmentation_by_the_class_prior(tmp_path: P
     assert build_run_tasks(from_dict(settings))["seg"].class_weights is not None
     del settings["tasks"]["options"]
     assert build_run_tasks(from_dict(settings))["seg"].class_weights is None
+
+
+def test_a_task_set_without_segmentation_gets_no_prior(tmp_path: Path, monkeypatch) -> None:
+    """The prior is for 'seg': a task set of its own (taking per-task options) without it builds
+    on Taskonomy data as its config says, instead of being refused options for a task it lacks."""
+    from adapmtl.build import build_run_tasks
+    from adapmtl.config import from_dict
+    from adapmtl.tasks.presets import TASK_SETS, task_set
+
+    def depth_only(options=None):
+        unknown = sorted(set(options or {}) - {"depth"})  # refused, as the presets refuse them
+        if unknown:
+            raise ValueError(f"options for unknown task(s) {unknown}")
+        return task_set("taskonomy", tasks=["depth"], options=options)
+
+    # registered for this test only (the preset list is asserted elsewhere)
+    monkeypatch.setitem(TASK_SETS._factories, "taskonomy_depth_only_test", depth_only)
+
+    np.save(tmp_path / "semseg_prior_factor.npy", np.ones(17, dtype=np.float32))
+    settings = {
+        "tasks": {"preset": "taskonomy_depth_only_test"},
+        "data": {"name": "taskonomy", "root": str(tmp_path)},
+    }
+    assert list(build_run_tasks(from_dict(settings))) == ["depth"]

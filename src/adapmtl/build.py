@@ -42,7 +42,7 @@ def with_data_task_options(config: Config) -> dict[str, Any]:
     files for each task (``task_options(root)`` of the dataset class, e.g. Taskonomy's class
     prior for the segmentation loss); an option the config sets wins. Nothing is added when the
     dataset has no such files, its root does not exist (a command that reads no data) or the
-    task set takes no per-task options."""
+    task set takes no per-task options; a task the set does not have gets none."""
     import inspect
     from pathlib import Path
 
@@ -55,16 +55,16 @@ def with_data_task_options(config: Config) -> dict[str, Any]:
         return options
     try:
         derive = getattr(dataset_class(config.data.name), "task_options", None)
-        takes_options = (
-            "options" in inspect.signature(TASK_SETS.get(config.tasks.preset)).parameters
-        )
+        factory = TASK_SETS.get(config.tasks.preset)
     except KeyError:  # a user's dataset or task set: the config's options as they are
         return options
-    if derive is None or not takes_options:
+    if derive is None or "options" not in inspect.signature(factory).parameters:
         return options
+    known = set(factory(**options))  # options for a task the set lacks would be refused
     per_task = {task: dict(given) for task, given in (options.get("options") or {}).items()}
     for task, derived in derive(root).items():
-        per_task[task] = {**derived, **per_task.get(task, {})}
+        if task in known:
+            per_task[task] = {**derived, **per_task.get(task, {})}
     return {**options, "options": per_task}
 
 
