@@ -22,6 +22,7 @@ quality suites (docs/results/quality.md): neither allocation signal beat one glo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,11 +34,13 @@ from adapmtl.sparsity import (
     ThresholdPressure,
     overall_sparsity,
     param_groups,
+    sparse_layers,
     sparsify,
     thresholds,
 )
 from adapmtl.sparsity.allocation import CostAllocation
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
+from adapmtl.sparsity.structure import UntraceableModelError
 from adapmtl.sparsity.target import reached
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -45,7 +48,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "recommended": {"threshold": "hard", "regrow": True, "level": "schedule", "allocation": "none"},
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "threshold": ("soft", "hard"),
+    "threshold": ("auto", "soft", "hard"),
     "level": ("schedule", "pressure", "none"),
     "allocation": ("gradient", "cost", "none"),
 }
@@ -61,7 +64,9 @@ class AdapMTL(Method):
         """``recommended`` or ``paper``: the values of ``threshold``, ``level`` and
         ``allocation`` left unset (see the module docstring)."""
         threshold: str | None = None
-        """``soft`` (paper Eq. 2) or ``hard``."""
+        """``soft`` (paper Eq. 2), ``hard``, or ``auto``: soft on the layers whose output feeds
+        only normalisation layers, hard on the others (hard everywhere, with a warning, when
+        the model cannot be traced)."""
         regrow: bool | None = None
         """Hard thresholds only: pruned weights keep the straight-through gradient and come back
         when they grow above the threshold, until the mask is frozen."""
@@ -111,14 +116,22 @@ class AdapMTL(Method):
         self.allocation: CostAllocation | None = None
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        sparsify(
-            model,
-            grouping=self.options.grouping,
-            init=self.options.init,
-            exclude=self.options.exclude,
-            mode=self.options.threshold,
-            regrow=self.options.regrow,
-        )
+        settings = {
+            "grouping": self.options.grouping,
+            "init": self.options.init,
+            "exclude": self.options.exclude,
+            "regrow": self.options.regrow,
+        }
+        try:
+            sparsify(model, mode=self.options.threshold, **settings)
+        except UntraceableModelError as err:
+            warnings.warn(
+                f"threshold 'auto' could not read which layers feed normalisation layers ({err}); "
+                "every layer gets the hard threshold (set method.options.threshold to 'soft' or "
+                "'hard' to choose)",
+                stacklevel=2,
+            )
+            sparsify(model, mode="hard", **settings)
         if self.options.allocation != "gradient":
             for theta in thresholds(model).values():
                 theta.requires_grad_(False)
@@ -211,7 +224,13 @@ class AdapMTL(Method):
 
     def summary(self) -> dict[str, Any]:
         assert self.controller is not None
-        return {"frozen_at": self.controller.frozen_at, "target": self.target}
+        layers = sparse_layers(self.controller.model)
+        hard = sum(p.hard for _, _, p in layers)
+        return {
+            "frozen_at": self.controller.frozen_at,
+            "target": self.target,
+            "threshold_layers": {"soft": len(layers) - hard, "hard": hard},
+        }
 
     def state_dict(self) -> dict[str, Any]:
         assert self.controller is not None

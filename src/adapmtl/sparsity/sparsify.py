@@ -25,12 +25,13 @@ from adapmtl.components import (
     path_matches,
 )
 from adapmtl.sparsity.parametrization import SparseWeight
+from adapmtl.sparsity.structure import normalised_layers
 
 THRESHOLDS_ATTR = "sparsity_thresholds"
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 GROUPINGS = ("component", "global", "backbone_heads", "layer")
-MODES = ("soft", "hard", "mask")
-THRESHOLD_MODES = ("soft", "hard")
+MODES = ("soft", "hard", "auto", "mask")
+THRESHOLD_MODES = ("soft", "hard", "auto")
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,18 @@ def sparsify(
             initialisations used here; the paper's supplement uses -20 with N(0, 0.01) weights.
         exclude: module paths or ``re:`` patterns never to prune.
         mode: ``soft`` (learnable thresholds, paper Eq. 2), ``hard`` (the same learnable
-            thresholds applied as a hard mask, survivors unshrunk) or ``mask`` (all-ones masks for
-            mask-based methods, no thresholds).
+            thresholds applied as a hard mask, survivors unshrunk), ``auto`` (soft on the layers
+            whose output feeds only normalisation layers, hard on the others; read from the
+            traced graph by :func:`~adapmtl.sparsity.structure.normalised_layers`) or ``mask``
+            (all-ones masks for mask-based methods, no thresholds).
         regrow: with a threshold mode, pruned weights keep receiving the straight-through
-            gradient and come back when they grow above the threshold.
+            gradient and come back when they grow above the threshold; with ``auto``, only on
+            the hard layers (the soft ones keep Eq. 2's gradient).
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
-    component or several, and when the model is already sparsified.
+    component or several, and when the model is already sparsified;
+    :class:`~adapmtl.sparsity.structure.UntraceableModelError` (a ``ValueError``) when ``auto``
+    cannot trace the model.
     """
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
@@ -161,6 +167,7 @@ def sparsify(
         layers.append(PrunableLayer(path, module, owners[0], group))
     if not layers:
         raise ValueError("model has no prunable Conv/Linear weights outside 'exclude'")
+    soft = _soft_layers(model, mode, [layer.path for layer in layers])  # may raise: model intact
 
     table: nn.ParameterDict | None = None
     if mode in THRESHOLD_MODES:
@@ -176,10 +183,11 @@ def sparsify(
                 table[layer.group] = nn.Parameter(torch.tensor(float(value), device="cpu"))
         setattr(model, THRESHOLDS_ATTR, table)
     for layer in layers:
+        hard = mode != "mask" and layer.path not in soft
         parametrize.register_parametrization(
             layer.module,
             "weight",
-            SparseWeight(table, layer.group, hard=mode == "hard", regrow=regrow),
+            SparseWeight(table, layer.group, hard=hard, regrow=regrow and (hard or mode == "soft")),
             unsafe=True,
         )
     model._adapmtl_components = {layer.path: layer.component for layer in layers}
@@ -187,6 +195,15 @@ def sparsify(
     if mode in THRESHOLD_MODES:
         _warn_if_mostly_pruned(model)
     return model
+
+
+def _soft_layers(model: nn.Module, mode: str, paths: list[str]) -> set[str]:
+    """The paths that get the soft threshold under ``mode`` (traced before any parametrization)."""
+    if mode == "soft":
+        return set(paths)
+    if mode == "auto":
+        return normalised_layers(model, paths)
+    return set()
 
 
 def _components_for(model: nn.Module, grouping: str) -> dict[str, list[str]]:
