@@ -61,7 +61,7 @@ MECHANISMS: dict[str, dict[str, Any]] = {
     "paper": {"recipe": "paper"},
 }
 MECHANISM_LABELS = {
-    "recommended": "recommended (hard + regrow, scheduled level, one global order)",
+    "recommended": "recommended (threshold auto + regrow, scheduled level, one global order)",
     "previous": "previous mechanism (recipe paper, level pressure)",
     "paper": "paper recipe (soft, fixed threshold weight decay)",
 }

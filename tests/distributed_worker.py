@@ -235,7 +235,12 @@ class SplitInvariantTrainer(Trainer):
         return train
 
 
-SPLIT_INVARIANT = ["model.options.dropout=0.0"]
+# "equal up to rounding" needs a run that is continuous in its weights: the default threshold
+# 'auto' gives BatchNorm-fed layers the soft threshold without regrowth, which stops a weight the
+# step it crosses the threshold, so a rounding-level difference can stop one process's copy and
+# not the other's (seen: one backbone weight 0.01 apart after 12 iterations); the hard threshold
+# with regrowth keeps updating every weight
+SPLIT_INVARIANT = ["model.options.dropout=0.0", "method.options.threshold=hard"]
 
 
 # every collective but the all-reduces (the step's one and DDP's gradient buckets)

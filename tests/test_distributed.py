@@ -172,7 +172,7 @@ def test_two_processes_compute_the_one_process_run(two_processes, one_process):
         assert results["metrics"][task] == pytest.approx(metrics, rel=1e-4, abs=1e-9), task
     for key, value in reference_model.items():
         if value.is_floating_point():
-            torch.testing.assert_close(rank0["model"][key], value, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(rank0["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
         else:
             assert torch.equal(rank0["model"][key], value), key  # masks
 

@@ -4,8 +4,9 @@ weighting is configured in the ``weighting`` section).
 
 Three choices make up the method, each an option; ``recipe`` fills the ones left unset:
 
-* ``threshold``: ``soft`` (paper Eq. 2, survivors shrunk by alpha) or ``hard`` (the same
-  thresholds as a hard mask, survivors whole);
+* ``threshold``: ``soft`` (paper Eq. 2, survivors shrunk by alpha), ``hard`` (the same
+  thresholds as a hard mask, survivors whole) or ``auto`` (soft on the layers that feed only
+  normalisation layers, hard on the others: :mod:`~adapmtl.sparsity.structure`);
 * ``level`` (how overall sparsity reaches the target): ``none`` (fixed threshold weight decay, as
   the references: the end point depends on ``optim.threshold_weight_decay``), ``pressure``
   (:class:`~adapmtl.sparsity.pressure.ThresholdPressure`) or ``schedule``
@@ -16,8 +17,9 @@ Three choices make up the method, each an option; ``recipe`` fills the ones left
   together: one global magnitude order).
 
 ``recipe: paper`` is the paper's and reference code's behaviour (soft, none, gradient);
-``recipe: recommended`` (hard with regrowth, schedule, none) is the default chosen by the
-quality suites (docs/results/quality.md): neither allocation signal beat one global order there.
+``recipe: recommended`` (auto with regrowth on the hard layers, schedule, none) is the default
+chosen by the quality suites (docs/results/quality.md): neither allocation signal beat one global
+order there, and the soft threshold helped exactly where a normalisation layer follows.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from adapmtl.sparsity.target import reached
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"threshold": "soft", "regrow": False, "level": "none", "allocation": "gradient"},
-    "recommended": {"threshold": "hard", "regrow": True, "level": "schedule", "allocation": "none"},
+    "recommended": {"threshold": "auto", "regrow": True, "level": "schedule", "allocation": "none"},
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "threshold": ("auto", "soft", "hard"),
