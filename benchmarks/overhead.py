@@ -3,8 +3,10 @@ the same dense model, same batch (one run, ratios only: absolute times are noisy
 machine).
 
 Modes (``--modes``): ``soft`` = ``sparsify(model, grouping="component")`` (the paper's soft
-threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` (the recommended
-recipe's hard threshold with the straight-through gradient), ``frozen`` = ``hard_regrow`` after
+threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` (the hard
+threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=True`` (the
+recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
+``frozen`` = ``hard_regrow`` after
 ``freeze_masks`` (the fixed mask the target-sparsity controller leaves for the rest of training,
 and the mode SNIP/LTH/IMP/DiSparse train in).
 
@@ -133,13 +135,15 @@ class Trainer:
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-MODES = ("soft", "hard_regrow", "frozen")
+MODES = ("soft", "hard_regrow", "auto", "frozen")
 
 
 def sparsified(model: nn.Module, mode: str) -> nn.Module:
     """``model`` sparsified in place in one of :data:`MODES`."""
     if mode == "soft":
         return sparsify(model, grouping="component")
+    if mode == "auto":
+        return sparsify(model, grouping="component", mode="auto", regrow=True)
     sparsify(model, grouping="component", mode="hard", regrow=True)
     if mode == "frozen":
         freeze_masks(model)
