@@ -127,8 +127,10 @@ class AdapMTL(Method):
         try:
             sparsify(model, mode=self.options.threshold, **settings)
         except UntraceableModelError as err:
+            reason = err.__cause__ or err
             warnings.warn(
-                f"threshold 'auto' could not read which layers feed normalisation layers ({err}); "
+                f"threshold 'auto' could not read which layers feed normalisation layers "
+                f"({reason}); "
                 "every layer gets the hard threshold (set method.options.threshold to 'soft' or "
                 "'hard' to choose)",
                 stacklevel=2,

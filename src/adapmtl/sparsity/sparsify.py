@@ -25,7 +25,7 @@ from adapmtl.components import (
     path_matches,
 )
 from adapmtl.sparsity.parametrization import SparseWeight
-from adapmtl.sparsity.structure import normalised_layers
+from adapmtl.sparsity.structure import UntraceableModelError, normalised_layers
 
 THRESHOLDS_ATTR = "sparsity_thresholds"
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -202,7 +202,13 @@ def _soft_layers(model: nn.Module, mode: str, paths: list[str]) -> set[str]:
     if mode == "soft":
         return set(paths)
     if mode == "auto":
-        return normalised_layers(model, paths)
+        try:
+            return normalised_layers(model, paths)
+        except UntraceableModelError as err:
+            raise UntraceableModelError(
+                f"mode 'auto' reads the model's graph to choose soft or hard per layer: {err}; "
+                "use mode 'soft' or 'hard'"
+            ) from err
     return set()
 
 
