@@ -42,6 +42,7 @@ import torch
 from adapmtl.build import build_run_model, build_run_tasks
 from adapmtl.config import from_dict
 from adapmtl.engine.trainer import NonFiniteLossError, Trainer
+from adapmtl.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.005
@@ -167,8 +168,9 @@ def config_for(cell: Cell, threads: int) -> dict[str, Any]:
 
 def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
     """The cell's outcome, from its finished run in ``out`` or a new run (its CPU seconds are
-    kept beside the results). A run stopped on NaN/Inf is a cell that did not land; its message
-    is kept in ``failed.txt``."""
+    kept beside the results). A run stopped on NaN/Inf, or refused before its first step because
+    the target is out of the thresholds' reach, is a cell that did not land; its message is kept
+    in ``failed.txt``."""
     run_dir = out / cell.name
     results_path = run_dir / "results.json"
     cpu_path = run_dir / "cpu_seconds.txt"
@@ -180,7 +182,7 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
             Trainer(
                 from_dict(config_for(cell, threads)), run_dir, overwrite=True, verbose=False
             ).fit()
-        except NonFiniteLossError as err:
+        except (NonFiniteLossError, UserError) as err:  # UserError: refused as unreachable
             failed_path.write_text(f"{err}\n")
         cpu_path.write_text(f"{time.process_time() - started}\n")
     cpu_seconds = float(cpu_path.read_text()) if cpu_path.exists() else 0.0
