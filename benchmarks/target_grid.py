@@ -183,6 +183,7 @@ def run_cell(cell: Cell, out: Path, threads: int) -> dict[str, Any]:
                 from_dict(config_for(cell, threads)), run_dir, overwrite=True, verbose=False
             ).fit()
         except (NonFiniteLossError, UserError) as err:  # UserError: refused as unreachable
+            run_dir.mkdir(parents=True, exist_ok=True)  # a refused run never made its directory
             failed_path.write_text(f"{err}\n")
         cpu_path.write_text(f"{time.process_time() - started}\n")
     cpu_seconds = float(cpu_path.read_text()) if cpu_path.exists() else 0.0
