@@ -1,15 +1,16 @@
 """Inference-only replacements for Conv2d/Linear layers with sparse (baked) weights.
 
 * :class:`DirectSparseConv2d`: sparse direct convolution (numba kernel, any kernel size, stride,
-  dilation, zero padding and groups). The input is copied once into a zero-padded buffer whose
-  columns are split by stride phase, so every kernel tap reads contiguous input; only the
-  nonzero weights are visited, and kernel rows/columns that fall entirely in the padding are
+  dilation, zero padding and groups). The input is copied once per kernel column into a buffer
+  whose rows are as wide as the output's (a one-dimensional im2col), so every kernel tap reads
+  contiguous, vector-aligned input; only the nonzero weights are visited, and kernel
+  rows/columns that fall entirely in the padding are
   skipped (which also removes the dense kernel's work on padding, large for the ASPP heads'
   dilations 12-24 on small feature maps).
 * :class:`CSRConv1x1` and :class:`CSRLinear`: ``torch.sparse`` CSR matrix products (1x1 convs with
   stride 1 and no padding, and Linear layers).
 
-All of them compute in float32 without autograd. Output columns are padded to a multiple of 8
+All of them compute in float32 without autograd. Output columns are padded to a multiple of 16
 internally; the returned tensor is a strided view without the padding.
 """
 
@@ -26,7 +27,12 @@ from torch.nn import functional as F
 
 from adapmtl.inference import threads as _threads
 
-TILE_WIDTHS = (32, 16, 8)
+LANES = 16
+"""Output columns are padded to a multiple of this (floats per vector of the kernels)."""
+TILE_WIDTHS = (64, 48, 32, 16)
+ROW_BLOCKS = (4, 2, 1)
+FLAT_WIDTH = 64
+"""A 1x1 convolution with stride 1 and no padding runs on its H*W outputs as rows of this many."""
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -48,28 +54,33 @@ def direct_conv_supported(conv: nn.Module) -> str | None:
 class DirectGeometry:
     """Where every nonzero weight reads the packed input, for one input size.
 
-    Packed input layout: ``[N, C, H, stride_w, row_phase]`` float32 with zero padding: input
-    column ``j`` of phase ``q`` holds padded column ``stride_w * j + q``, padded column ``pc`` =
-    original column ``pc - left``. Output column ``c`` of tap ``kw`` reads padded column
-    ``stride_w * c + kw * dilation_w - padding_w + left``.
+    Packed input layout: ``[N, H, C, kernel_w, out_stride]`` float32, one row of the output's
+    width per input row, channel and kernel column: element ``c`` of kernel column ``kw`` holds
+    input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is padding).
+    So every tap reads its input for a tile of outputs as contiguous vectors at the tile's own,
+    vector-aligned columns, whatever the stride, dilation and padding.
     """
 
     out_h: int
     out_w: int
     out_stride: int
-    left: int
-    padded_w: int
     plane: int
     ptr: np.ndarray
     offs: np.ndarray
     vals: np.ndarray
     row_base: np.ndarray
+    row_step: int
     kh_lo: np.ndarray
     kh_hi: np.ndarray
+    group_row: np.ndarray
+    group_rows: np.ndarray
     tile_col: np.ndarray
     tile_width: np.ndarray
     kw_lo: np.ndarray
     kw_hi: np.ndarray
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    """Per kernel column: the packed columns ``[col_lo, col_hi)`` that read inside the image."""
 
     @classmethod
     def build(cls, conv: nn.Conv2d, height: int, width: int, block: int) -> DirectGeometry:
@@ -82,14 +93,9 @@ class DirectGeometry:
         out_w = (width + 2 * pw - dw * (kernel_w - 1) - 1) // sw + 1
         if out_h < 1 or out_w < 1:
             raise ValueError(f"input {height}x{width} is too small for {conv}")
-        out_stride = -(-out_w // 8) * 8
-        left = -(-pw // sw) * sw
-        reach = (kernel_w - 1) * dw - pw + left  # largest padded-column offset of a tap
-        padded_w = max(left + width + pw, sw * (out_stride - 1) + reach + 1)
-        padded_w = -(-padded_w // sw) * sw
-        phase_w = padded_w // sw
-        plane = height * padded_w
-        row_stride = conv.in_channels * padded_w
+        out_stride = -(-out_w // LANES) * LANES
+        plane = height * kernel_w * out_stride
+        row_stride = conv.in_channels * kernel_w * out_stride
 
         blocks = -(-group_in // block)
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
@@ -104,12 +110,14 @@ class DirectGeometry:
         oc, b, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
         vals = ordered[nonzero].numpy().astype(np.float32)
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
-        column = kw * dw - pw + left
-        offs = kh * dh * row_stride + channel * padded_w + (column % sw) * phase_w + column // sw
+        offs = kh * dh * row_stride + (channel * kernel_w + kw) * out_stride
+        if offs.size and offs.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"input {height}x{width} is too large for {conv}")
 
         rows = np.arange(out_h)
         in_rows = sh * rows[:, None] + np.arange(kernel_h)[None, :] * dh - ph
         kh_lo, kh_hi = _valid_range((in_rows >= 0) & (in_rows < height))
+        group_row, group_rows = _row_blocks(kh_lo, kh_hi)
 
         tiles = []
         col = 0
@@ -121,27 +129,33 @@ class DirectGeometry:
         tile_width = np.array([w for _, w in tiles], np.int64)
         first = sw * tile_col
         last = sw * np.minimum(tile_col + tile_width, out_w) - sw
-        taps = np.arange(kernel_w)[None, :] * dw - pw
+        taps = np.arange(kernel_w) * dw - pw
         inside = (first[:, None] + taps <= width - 1) & (last[:, None] + taps >= 0)
         kw_lo, kw_hi = _valid_range(inside)
+        # packed column c of tap kw reads input column sw * c + taps[kw], inside if in [0, width)
+        col_lo = np.clip(-(taps // sw), 0, out_w)
+        col_hi = np.clip(-(-(width - taps) // sw), col_lo, out_w)
 
         return cls(
             out_h=out_h,
             out_w=out_w,
             out_stride=out_stride,
-            left=left,
-            padded_w=padded_w,
             plane=plane,
             ptr=ptr.reshape(out_channels, blocks, -1),
-            offs=offs,
+            offs=offs.astype(np.int32),
             vals=vals,
             row_base=((sh * rows - ph) * row_stride).astype(np.int64),
+            row_step=sh * row_stride,
             kh_lo=kh_lo,
             kh_hi=kh_hi,
+            group_row=group_row,
+            group_rows=group_rows,
             tile_col=tile_col,
             tile_width=tile_width,
             kw_lo=kw_lo,
             kw_hi=kw_hi,
+            col_lo=col_lo.astype(np.int64),
+            col_hi=col_hi.astype(np.int64),
         )
 
 
@@ -152,6 +166,24 @@ def _valid_range(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo = np.where(anyok, ok.argmax(1), 0)
     hi = np.where(anyok, ok.shape[1] - ok[:, ::-1].argmax(1), 0)
     return lo.astype(np.int64), hi.astype(np.int64)
+
+
+def _row_blocks(kh_lo: np.ndarray, kh_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive output rows grouped into blocks of ROW_BLOCKS rows (largest first) that visit
+    the same kernel rows: the first row and the row count of every block."""
+    starts, counts = [], []
+    r = 0
+    while r < len(kh_lo):
+        run = 1
+        while r + run < len(kh_lo) and (kh_lo[r + run], kh_hi[r + run]) == (kh_lo[r], kh_hi[r]):
+            run += 1
+        for rows in ROW_BLOCKS:
+            while run >= rows:
+                starts.append(r)
+                counts.append(rows)
+                r += rows
+                run -= rows
+    return np.array(starts, np.int64), np.array(counts, np.int64)
 
 
 def _balanced_bounds(ptr: np.ndarray, chunks: int) -> np.ndarray:
@@ -203,39 +235,63 @@ class DirectSparseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         batch, channels, height, width = x.shape
-        if self.flatten:  # a 1x1 conv is one row of H*W columns: long tiles, no padding
-            x = x.reshape(batch, channels, 1, height * width)
-        geo = self.geometry(x.shape[2], x.shape[3])
-        sw = _pair(self.conv.stride)[1]
-        key = (threading.get_ident(), *x.shape)
-        if key not in self._buffers:
-            self._buffers[key] = torch.zeros(batch * channels * geo.plane + 2 * geo.padded_w + 64)
-        packed = self._buffers[key]
-        interior = packed[: batch * channels * geo.plane]
-        view = interior.view(batch, x.shape[2], channels, sw, geo.padded_w // sw)
-        rows = x.transpose(1, 2)
-        if sw == 1:
-            view[..., 0, geo.left : geo.left + x.shape[3]].copy_(rows)
-        else:
-            padded = F.pad(rows, (geo.left, geo.padded_w - geo.left - x.shape[3]))
-            view.copy_(padded.reshape(*padded.shape[:3], -1, sw).transpose(3, 4))
         out_channels = self.conv.out_channels
+        if self.flatten:  # any row length will do for a 1x1 conv: full-width tiles, no padding
+            rows = -(-(height * width) // FLAT_WIDTH)
+            geo = self.geometry(rows, FLAT_WIDTH)
+        else:
+            geo = self.geometry(height, width)
+        packed = self._packed(x, geo)
         out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
         threads = _threads.sync()
-        split = (x.shape[2], x.shape[3], threads)
+        split = (geo.out_h, geo.out_w, threads)
         if split not in self._bounds:
             self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
         self._kernel(
             packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
-            geo.row_base, geo.kh_lo, geo.kh_hi, geo.tile_col, geo.tile_width, geo.kw_lo,
-            geo.kw_hi, self.conv.kernel_size[1], geo.out_h, geo.out_stride, out.numpy(),
-            self._bounds[split],
+            geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
+            geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
+            geo.out_h, geo.out_stride, out.numpy(), self._bounds[split],
         )  # fmt: skip
         _threads.restore(threads)
-        result = out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
         if self.flatten:
-            return result.view(batch, out_channels, height, width)
-        return result
+            flat = out.view(batch, out_channels, geo.out_h * geo.out_stride)
+            return flat[..., : height * width].view(batch, out_channels, height, width)
+        return out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
+
+    def _packed(self, x: torch.Tensor, geo: DirectGeometry) -> torch.Tensor:
+        """``x`` copied into this thread's packed-input buffer for ``geo`` (the buffer, aligned
+        to a vector). Columns that read padding are never written, so they stay zero."""
+        batch, channels, height, width = x.shape
+        key = (threading.get_ident(), *x.shape)
+        size = batch * channels * geo.plane
+        if key not in self._buffers:
+            raw = torch.zeros(size + LANES)
+            skip = (-raw.data_ptr() // 4) % LANES
+            self._buffers[key] = raw[skip : skip + size]
+        packed = self._buffers[key]
+        kernel_w = self.conv.kernel_size[1]
+        view = packed.view(batch, size // (batch * channels * kernel_w * geo.out_stride), channels,
+                           kernel_w, geo.out_stride)  # fmt: skip
+        if self.flatten:
+            flat = x.reshape(batch, channels, height * width)
+            full, rest = divmod(height * width, FLAT_WIDTH)
+            whole = flat[..., : full * FLAT_WIDTH].reshape(batch, channels, full, FLAT_WIDTH)
+            view[:, :full, :, 0].copy_(whole.transpose(1, 2))
+            if rest:
+                view[:, full, :, 0, :rest].copy_(flat[..., full * FLAT_WIDTH :])
+            return packed
+        sw = _pair(self.conv.stride)[1]
+        dw = _pair(self.conv.dilation)[1]
+        pw = _pair(self.conv.padding)[1]
+        rows = x.transpose(1, 2)
+        for kw in range(kernel_w):
+            lo, hi = int(geo.col_lo[kw]), int(geo.col_hi[kw])
+            if lo < hi:
+                start = sw * lo + kw * dw - pw
+                stop = start + sw * (hi - lo - 1) + 1
+                view[:, :, :, kw, lo:hi].copy_(rows[..., start:stop:sw])
+        return packed
 
     def extra_repr(self) -> str:
         return f"{self.conv}, block={self.block}"
