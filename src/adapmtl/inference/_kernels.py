@@ -165,7 +165,7 @@ _r2w64, _r2w48, _r2w32, _r2w16 = (_micro_kernel(n, 2) for n in (4, 3, 2, 1))
 _r1w64, _r1w48, _r1w32, _r1w16 = (_micro_kernel(n, 1) for n in (4, 3, 2, 1))
 
 
-@njit
+@njit(inline="always")
 def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
     """The micro-kernel for ``rows`` x ``width`` outputs (``layers.ROW_BLOCKS`` x
     ``layers.TILE_WIDTHS``)."""
@@ -200,11 +200,12 @@ def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
 
 @njit(parallel=True, cache=True)
 def sparse_conv(
-    x, plane, batch, in_channels, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi,
+    x, sample, batch, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi,
     group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride,
     out, bounds,
 ):  # fmt: skip
-    """Sparse direct convolution of a packed input into ``out`` (see ``layers.DirectGeometry``).
+    """Sparse direct convolution of a packed input (``sample`` floats per sample) into ``out``
+    (see ``layers.DirectGeometry``).
 
     ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc``, input-channel block ``b``
     and kernel tap ``tap = kh * kernel_w + kw`` in ``offs``/``vals``; ``offs`` are offsets into the
@@ -225,7 +226,7 @@ def sparse_conv(
                 value = bias[oc]
                 for p in range(out_plane):
                     out[start + p] = value
-            x_n = n * in_channels * plane
+            x_n = n * sample
             for g in range(group_row.shape[0]):
                 r = group_row[g]
                 rows = group_rows[g]
@@ -235,20 +236,22 @@ def sparse_conv(
                 for t in range(tile_col.shape[0]):
                     c = tile_col[t]
                     width = tile_width[t]
+                    x_tile = x_row + c
+                    o_tile = n * out_channels * out_plane + r * out_stride + c
                     whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
                     for b in range(blocks):
                         for oc in range(lo, hi):
                             taps = ptr[oc, b]
-                            o = (n * out_channels + oc) * out_plane + r * out_stride + c
+                            o = o_tile + oc * out_plane
                             if whole_rows:
                                 _tile(
-                                    rows, width, out, o, out_stride, x, x_row + c, row_step,
-                                    offs, vals, taps[k_first], taps[k_last],
+                                    rows, width, out, o, out_stride, x, x_tile, row_step, offs,
+                                    vals, taps[k_first], taps[k_last],
                                 )  # fmt: skip
                             else:
                                 for kh in range(kh_lo[r], kh_hi[r]):
                                     _tile(
-                                        rows, width, out, o, out_stride, x, x_row + c, row_step,
+                                        rows, width, out, o, out_stride, x, x_tile, row_step,
                                         offs, vals, taps[kh * kernel_w + kw_lo[t]],
                                         taps[kh * kernel_w + kw_hi[t]],
                                     )  # fmt: skip

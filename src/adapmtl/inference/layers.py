@@ -57,14 +57,15 @@ class DirectGeometry:
     Packed input layout: ``[N, H, C, kernel_w, out_stride]`` float32, one row of the output's
     width per input row, channel and kernel column: element ``c`` of kernel column ``kw`` holds
     input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is padding).
-    So every tap reads its input for a tile of outputs as contiguous vectors at the tile's own,
-    vector-aligned columns, whatever the stride, dilation and padding.
+    So every tap reads its input for a tile of outputs as contiguous, vector-aligned vectors at
+    the tile's own columns, whatever the stride, dilation and padding.
     """
 
+    in_h: int
     out_h: int
     out_w: int
     out_stride: int
-    plane: int
+    row_stride: int
     ptr: np.ndarray
     offs: np.ndarray
     vals: np.ndarray
@@ -94,7 +95,6 @@ class DirectGeometry:
         if out_h < 1 or out_w < 1:
             raise ValueError(f"input {height}x{width} is too small for {conv}")
         out_stride = -(-out_w // LANES) * LANES
-        plane = height * kernel_w * out_stride
         row_stride = conv.in_channels * kernel_w * out_stride
 
         blocks = -(-group_in // block)
@@ -137,10 +137,11 @@ class DirectGeometry:
         col_hi = np.clip(-(-(width - taps) // sw), col_lo, out_w)
 
         return cls(
+            in_h=height,
             out_h=out_h,
             out_w=out_w,
             out_stride=out_stride,
-            plane=plane,
+            row_stride=row_stride,
             ptr=ptr.reshape(out_channels, blocks, -1),
             offs=offs.astype(np.int32),
             vals=vals,
@@ -234,7 +235,7 @@ class DirectSparseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
-        batch, channels, height, width = x.shape
+        batch, _, height, width = x.shape
         out_channels = self.conv.out_channels
         if self.flatten:  # any row length will do for a 1x1 conv: full-width tiles, no padding
             rows = -(-(height * width) // FLAT_WIDTH)
@@ -248,7 +249,7 @@ class DirectSparseConv2d(nn.Module):
         if split not in self._bounds:
             self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
         self._kernel(
-            packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
+            packed.numpy(), packed.numel() // batch, batch, geo.ptr, geo.offs, geo.vals, self._bias,
             geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
             geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
             geo.out_h, geo.out_stride, out.numpy(), self._bounds[split],
@@ -264,15 +265,14 @@ class DirectSparseConv2d(nn.Module):
         to a vector). Columns that read padding are never written, so they stay zero."""
         batch, channels, height, width = x.shape
         key = (threading.get_ident(), *x.shape)
-        size = batch * channels * geo.plane
+        size = batch * geo.in_h * geo.row_stride
         if key not in self._buffers:
             raw = torch.zeros(size + LANES)
             skip = (-raw.data_ptr() // 4) % LANES
             self._buffers[key] = raw[skip : skip + size]
         packed = self._buffers[key]
         kernel_w = self.conv.kernel_size[1]
-        view = packed.view(batch, size // (batch * channels * kernel_w * geo.out_stride), channels,
-                           kernel_w, geo.out_stride)  # fmt: skip
+        view = packed.view(batch, geo.in_h, channels, kernel_w, geo.out_stride)
         if self.flatten:
             flat = x.reshape(batch, channels, height * width)
             full, rest = divmod(height * width, FLAT_WIDTH)
