@@ -57,9 +57,10 @@ def test_direct_conv_matches_torch(cin, cout, k, kwargs, batch, h, w, density):
     with torch.no_grad():
         expected = conv(x)
         for block in (3, 64):
-            got = DirectSparseConv2d(conv, block=block)(x)
-            assert got.shape == expected.shape
-            assert relative_error(got, expected) < 1e-5, block
+            for rows in ROW_BLOCKS:
+                got = DirectSparseConv2d(conv, block=block, rows=rows)(x)
+                assert got.shape == expected.shape
+                assert relative_error(got, expected) < 1e-5, (block, rows)
 
 
 @needs_numba
@@ -97,8 +98,13 @@ def test_row_blocks_cover_every_row_once_with_shared_kernel_rows():
         assert len({(geo.kh_lo[r], geo.kh_hi[r]) for r in block}) == 1
         covered.extend(block)
     assert covered == list(range(geo.out_h))
-    starts, counts = _row_blocks(np.array([0, 0, 0, 1, 1, 1, 1, 1]), np.array([3] * 8))
+    lo, hi = np.array([0, 0, 0, 1, 1, 1, 1, 1]), np.array([3] * 8)
+    starts, counts = _row_blocks(lo, hi)
     assert starts.tolist() == [0, 2, 3, 7] and counts.tolist() == [2, 1, 4, 1]
+    starts, counts = _row_blocks(lo, hi, 2)
+    assert starts.tolist() == [0, 2, 3, 5, 7] and counts.tolist() == [2, 1, 2, 2, 1]
+    with pytest.raises(ValueError, match="rows"):
+        DirectSparseConv2d(nn.Conv2d(2, 2, 3), rows=3)
 
 
 def test_geometry_tiles_and_alignment():

@@ -84,7 +84,11 @@ class DirectGeometry:
     """Per kernel column: the packed columns ``[col_lo, col_hi)`` that read inside the image."""
 
     @classmethod
-    def build(cls, conv: nn.Conv2d, height: int, width: int, block: int) -> DirectGeometry:
+    def build(
+        cls, conv: nn.Conv2d, height: int, width: int, block: int, most_rows: int = ROW_BLOCKS[0]
+    ) -> DirectGeometry:
+        """The geometry of ``conv`` on ``height`` x ``width`` inputs with input channels in
+        blocks of ``block`` and output rows in blocks of at most ``most_rows``."""
         weight = conv.weight.detach()
         out_channels, group_in, kernel_h, kernel_w = weight.shape
         sh, sw = _pair(conv.stride)
@@ -117,7 +121,7 @@ class DirectGeometry:
         rows = np.arange(out_h)
         in_rows = sh * rows[:, None] + np.arange(kernel_h)[None, :] * dh - ph
         kh_lo, kh_hi = _valid_range((in_rows >= 0) & (in_rows < height))
-        group_row, group_rows = _row_blocks(kh_lo, kh_hi)
+        group_row, group_rows = _row_blocks(kh_lo, kh_hi, most_rows)
 
         tiles = []
         col = 0
@@ -169,16 +173,19 @@ def _valid_range(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
-def _row_blocks(kh_lo: np.ndarray, kh_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Consecutive output rows grouped into blocks of ROW_BLOCKS rows (largest first) that visit
-    the same kernel rows: the first row and the row count of every block."""
+def _row_blocks(
+    kh_lo: np.ndarray, kh_hi: np.ndarray, most: int = ROW_BLOCKS[0]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive output rows grouped into blocks of ROW_BLOCKS rows (largest first, at most
+    ``most``) that visit the same kernel rows: the first row and the row count of every block."""
+    sizes = [size for size in ROW_BLOCKS if size <= most]
     starts, counts = [], []
     r = 0
     while r < len(kh_lo):
         run = 1
         while r + run < len(kh_lo) and (kh_lo[r + run], kh_hi[r + run]) == (kh_lo[r], kh_hi[r]):
             run += 1
-        for rows in ROW_BLOCKS:
+        for rows in sizes:
             while run >= rows:
                 starts.append(r)
                 counts.append(rows)
@@ -200,19 +207,24 @@ class DirectSparseConv2d(nn.Module):
     """Sparse direct convolution replacing ``conv`` (numba kernel; see module docstring).
 
     ``block``: input channels per block; nonzeros are visited block by block for every output
-    channel of a row, which keeps the input rows of one block in cache.
+    channel of a row block, which keeps the input rows of one block in cache. ``rows``: most
+    output rows per block (one of ``ROW_BLOCKS``); more rows visit the nonzeros fewer times but
+    need more input in cache.
     """
 
-    def __init__(self, conv: nn.Conv2d, block: int = 64) -> None:
+    def __init__(self, conv: nn.Conv2d, block: int = 128, rows: int = 2) -> None:
         super().__init__()
         reason = direct_conv_supported(conv)
         if reason:
             raise ValueError(f"cannot use a sparse direct convolution for {conv}: {reason}")
+        if rows not in ROW_BLOCKS:
+            raise ValueError(f"rows must be one of {ROW_BLOCKS}, got {rows}")
         from adapmtl.inference import _kernels  # numba is optional: import on use
 
         self._kernel = _kernels.sparse_conv
         self.conv = conv
         self.block = min(block, conv.in_channels // conv.groups)
+        self.rows = rows
         self.flatten = (
             conv.kernel_size == (1, 1)
             and _pair(conv.stride) == (1, 1)
@@ -230,7 +242,9 @@ class DirectSparseConv2d(nn.Module):
     def geometry(self, height: int, width: int) -> DirectGeometry:
         key = (height, width)
         if key not in self._geometries:
-            self._geometries[key] = DirectGeometry.build(self.conv, height, width, self.block)
+            self._geometries[key] = DirectGeometry.build(
+                self.conv, height, width, self.block, self.rows
+            )
         return self._geometries[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,7 +308,7 @@ class DirectSparseConv2d(nn.Module):
         return packed
 
     def extra_repr(self) -> str:
-        return f"{self.conv}, block={self.block}"
+        return f"{self.conv}, block={self.block}, rows={self.rows}"
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:
