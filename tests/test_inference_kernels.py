@@ -13,6 +13,7 @@ from adapmtl.inference.layers import (
     DirectGeometry,
     DirectSparseConv2d,
     _row_blocks,
+    _scratch,
 )
 from adapmtl.inference.optimize import relative_error
 from adapmtl.inference.pruning import magnitude_prune
@@ -119,9 +120,17 @@ def test_geometry_tiles_and_alignment():
 
 
 @needs_numba
-def test_packed_buffer_is_vector_aligned():
-    conv = random_sparse_conv(3, 4, 3, 0.5, padding=1)
+@pytest.mark.parametrize(
+    ("k", "kwargs", "h", "w"), [(3, {"padding": 2, "dilation": 2}, 9, 21), (1, {}, 7, 11)]
+)
+def test_packed_buffer_is_shared_aligned_and_fully_rewritten(k, kwargs, h, w):
+    """Layers share one scratch buffer per thread: a call must not rely on zeros left by an
+    earlier one (here: the buffer is full of NaN before the call)."""
+    conv = random_sparse_conv(3, 4, k, 0.5, **kwargs)
     layer = DirectSparseConv2d(conv)
-    x = torch.randn(1, 3, 5, 9)
-    packed = layer._packed(x, layer.geometry(5, 9))
+    x = torch.randn(2, 3, h, w)
+    _scratch(10**6).fill_(float("nan"))
+    with torch.no_grad():
+        assert relative_error(layer(x), conv(x)) < 1e-5
+    packed = _scratch(10)
     assert packed.data_ptr() % (4 * LANES) == 0

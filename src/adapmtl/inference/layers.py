@@ -194,6 +194,20 @@ def _row_blocks(
     return np.array(starts, np.int64), np.array(counts, np.int64)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> torch.Tensor:
+    """This thread's packed-input buffer: ``size`` floats, vector-aligned, grown (never shrunk)
+    to the largest size asked for, so that a model's layers share one allocation."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        raw = torch.empty(size + LANES)
+        skip = (-raw.data_ptr() // 4) % LANES
+        buffer = _SCRATCH.buffer = raw[skip : skip + size]
+    return buffer[:size]
+
+
 def _balanced_bounds(ptr: np.ndarray, chunks: int) -> np.ndarray:
     """Split output channels into ``chunks`` contiguous ranges of about equal nonzero counts."""
     per_channel = ptr[:, -1, -1] - ptr[:, 0, 0]
@@ -234,10 +248,6 @@ class DirectSparseConv2d(nn.Module):
         self._bias = bias.detach().float().numpy().copy()
         self._geometries: dict[tuple[int, int], DirectGeometry] = {}
         self._bounds: dict[tuple[int, int, int], np.ndarray] = {}
-        # packed-input buffers by (thread, input shape): their padding stays zero and the
-        # interior is overwritten on every call, so a buffer is allocated (and page-faulted in)
-        # once instead of on every call
-        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
 
     def geometry(self, height: int, width: int) -> DirectGeometry:
         key = (height, width)
@@ -275,16 +285,10 @@ class DirectSparseConv2d(nn.Module):
         return out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
 
     def _packed(self, x: torch.Tensor, geo: DirectGeometry) -> torch.Tensor:
-        """``x`` copied into this thread's packed-input buffer for ``geo`` (the buffer, aligned
-        to a vector). Columns that read padding are never written, so they stay zero."""
+        """``x`` packed for ``geo`` into this thread's scratch buffer (every element the kernel
+        reads is written, padding as zeros, so all layers can share the buffer)."""
         batch, channels, height, width = x.shape
-        key = (threading.get_ident(), *x.shape)
-        size = batch * geo.in_h * geo.row_stride
-        if key not in self._buffers:
-            raw = torch.zeros(size + LANES)
-            skip = (-raw.data_ptr() // 4) % LANES
-            self._buffers[key] = raw[skip : skip + size]
-        packed = self._buffers[key]
+        packed = _scratch(batch * geo.in_h * geo.row_stride)
         kernel_w = self.conv.kernel_size[1]
         view = packed.view(batch, geo.in_h, channels, kernel_w, geo.out_stride)
         if self.flatten:
@@ -294,6 +298,7 @@ class DirectSparseConv2d(nn.Module):
             view[:, :full, :, 0].copy_(whole.transpose(1, 2))
             if rest:
                 view[:, full, :, 0, :rest].copy_(flat[..., full * FLAT_WIDTH :])
+                view[:, full, :, 0, rest:].zero_()
             return packed
         sw = _pair(self.conv.stride)[1]
         dw = _pair(self.conv.dilation)[1]
@@ -305,6 +310,8 @@ class DirectSparseConv2d(nn.Module):
                 start = sw * lo + kw * dw - pw
                 stop = start + sw * (hi - lo - 1) + 1
                 view[:, :, :, kw, lo:hi].copy_(rows[..., start:stop:sw])
+            view[:, :, :, kw, :lo].zero_()
+            view[:, :, :, kw, hi:].zero_()
         return packed
 
     def extra_repr(self) -> str:
