@@ -103,15 +103,16 @@ class DirectGeometry:
 
         blocks = -(-group_in // block)
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
-        # nonzeros ordered by (output channel, input block, kh, kw, input channel)
+        # nonzeros ordered by (input block, output channel, kh, kw, input channel): the kernel's
+        # loop over output channels for one block then reads them as one sequential stream
         ordered = padded.reshape(out_channels, blocks, block, kernel_h, kernel_w)
-        ordered = ordered.permute(0, 1, 3, 4, 2)
+        ordered = ordered.permute(1, 0, 3, 4, 2)
         nonzero = ordered != 0
-        counts = nonzero.sum(-1).reshape(out_channels * blocks, kernel_h * kernel_w).numpy()
-        ptr = np.zeros((out_channels * blocks, kernel_h * kernel_w + 1), np.int64)
+        counts = nonzero.sum(-1).reshape(blocks * out_channels, kernel_h * kernel_w).numpy()
+        ptr = np.zeros((blocks * out_channels, kernel_h * kernel_w + 1), np.int64)
         np.cumsum(counts, axis=1, out=ptr[:, 1:])
         ptr += np.concatenate([[0], np.cumsum(ptr[:, -1])[:-1]])[:, None]
-        oc, b, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
+        b, oc, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
         vals = ordered[nonzero].numpy().astype(np.float32)
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
         offs = kh * dh * row_stride + (channel * kernel_w + kw) * out_stride
@@ -146,7 +147,7 @@ class DirectGeometry:
             out_w=out_w,
             out_stride=out_stride,
             row_stride=row_stride,
-            ptr=ptr.reshape(out_channels, blocks, -1),
+            ptr=np.ascontiguousarray(ptr.reshape(blocks, out_channels, -1).transpose(1, 0, 2)),
             offs=offs.astype(np.int32),
             vals=vals,
             row_base=((sh * rows - ph) * row_stride).astype(np.int64),
@@ -210,7 +211,7 @@ def _scratch(size: int) -> torch.Tensor:
 
 def _balanced_bounds(ptr: np.ndarray, chunks: int) -> np.ndarray:
     """Split output channels into ``chunks`` contiguous ranges of about equal nonzero counts."""
-    per_channel = ptr[:, -1, -1] - ptr[:, 0, 0]
+    per_channel = (ptr[:, :, -1] - ptr[:, :, 0]).sum(1)
     cumulative = np.concatenate([[0], np.cumsum(per_channel)])
     targets = cumulative[-1] * np.arange(1, chunks) / chunks
     inner = np.searchsorted(cumulative, targets)
