@@ -3,10 +3,10 @@
 * :class:`DirectSparseConv2d`: sparse direct convolution (numba kernel, any kernel size, stride,
   dilation, zero padding and groups). The input is copied once per kernel column into a buffer
   whose rows are as wide as the output's (a one-dimensional im2col), so every kernel tap reads
-  contiguous, vector-aligned input; only the nonzero weights are visited, and kernel
-  rows/columns that fall entirely in the padding are
-  skipped (which also removes the dense kernel's work on padding, large for the ASPP heads'
-  dilations 12-24 on small feature maps).
+  contiguous, vector-aligned input; only the nonzero weights are visited, for blocks of output
+  rows at once, and kernel rows/columns that fall entirely in the padding are skipped (which
+  also removes the dense kernel's work on padding, large for the ASPP heads' dilations 12-24 on
+  small feature maps).
 * :class:`CSRConv1x1` and :class:`CSRLinear`: ``torch.sparse`` CSR matrix products (1x1 convs with
   stride 1 and no padding, and Linear layers).
 
@@ -30,7 +30,9 @@ from adapmtl.inference import threads as _threads
 LANES = 16
 """Output columns are padded to a multiple of this (floats per vector of the kernels)."""
 TILE_WIDTHS = (64, 48, 32, 16)
+"""Output columns of one micro-kernel call (the kernels have a variant for each)."""
 ROW_BLOCKS = (4, 2, 1)
+"""Output rows of one micro-kernel call (the kernels have a variant for each)."""
 FLAT_WIDTH = 64
 """A 1x1 convolution with stride 1 and no padding runs on its H*W outputs as rows of this many."""
 
