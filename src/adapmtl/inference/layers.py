@@ -81,9 +81,6 @@ class DirectGeometry:
     tile_width: np.ndarray
     kw_lo: np.ndarray
     kw_hi: np.ndarray
-    col_lo: np.ndarray
-    col_hi: np.ndarray
-    """Per kernel column: the packed columns ``[col_lo, col_hi)`` that read inside the image."""
 
     @classmethod
     def build(
@@ -139,9 +136,6 @@ class DirectGeometry:
         taps = np.arange(kernel_w) * dw - pw
         inside = (first[:, None] + taps <= width - 1) & (last[:, None] + taps >= 0)
         kw_lo, kw_hi = _valid_range(inside)
-        # packed column c of tap kw reads input column sw * c + taps[kw], inside if in [0, width)
-        col_lo = np.clip(-(taps // sw), 0, out_w)
-        col_hi = np.clip(-(-(width - taps) // sw), col_lo, out_w)
 
         return cls(
             in_h=height,
@@ -162,8 +156,6 @@ class DirectGeometry:
             tile_width=tile_width,
             kw_lo=kw_lo,
             kw_hi=kw_hi,
-            col_lo=col_lo.astype(np.int64),
-            col_hi=col_hi.astype(np.int64),
         )
 
 
@@ -306,15 +298,13 @@ class DirectSparseConv2d(nn.Module):
         sw = _pair(self.conv.stride)[1]
         dw = _pair(self.conv.dilation)[1]
         pw = _pair(self.conv.padding)[1]
-        rows = x.transpose(1, 2)
+        # zero-padded so that every packed column reads the padded input: one copy per kernel
+        # column, no separate zeroing (few operations: each is a parallel region)
+        span = sw * (geo.out_stride - 1) + 1
+        right = max(0, span + (kernel_w - 1) * dw - pw - width)
+        rows = F.pad(x, (pw, right)).transpose(1, 2)
         for kw in range(kernel_w):
-            lo, hi = int(geo.col_lo[kw]), int(geo.col_hi[kw])
-            if lo < hi:
-                start = sw * lo + kw * dw - pw
-                stop = start + sw * (hi - lo - 1) + 1
-                view[:, :, :, kw, lo:hi].copy_(rows[..., start:stop:sw])
-            view[:, :, :, kw, :lo].zero_()
-            view[:, :, :, kw, hi:].zero_()
+            view[:, :, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
         return packed
 
     def extra_repr(self) -> str:
