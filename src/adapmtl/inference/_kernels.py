@@ -1,15 +1,19 @@
 """Numba kernels for sparse direct convolution (imported only when numba is installed).
 
 The inner loop is an output-stationary micro-kernel written as LLVM IR through
-``numba.extending.intrinsic``: for one output row segment of 8, 16 or 32 columns it keeps the
-partial sums in 1, 2 or 4 vector registers and, for each nonzero weight of the output channel,
-broadcasts the weight and multiply-adds the input segment it touches (one vector load and one
-FMA per 8 outputs). Numba's own loop vectorizer does not produce this: it cannot prove that the
-output and input arrays do not alias, and vectorizes over the nonzeros instead.
+``numba.extending.intrinsic``: for a block of 1, 2 or 4 output rows and a column segment of 16,
+32, 48 or 64 columns of one output channel it keeps the partial sums in registers (one 16-float
+vector per 16 outputs and row) and, for each nonzero weight of the output channel, broadcasts the
+weight once and multiply-adds the input segment it touches in every row of the block. Blocking
+rows divides the number of passes over the nonzeros (their offsets and values, which come from
+L2/L3 for large layers) by the block height, and gives the FMA units independent chains. Numba's
+own loop vectorizer does not produce this: it cannot prove that the output and input arrays do not
+alias, and vectorizes over the nonzeros instead.
 
 Work is split over threads by output channel, in chunks of balanced nonzero counts. Loop order:
-output row, column tile, input-channel block, output channel, so the input segment that one
-(row, tile, block) needs stays in cache while every output channel of the chunk reads it.
+row block, column tile, input-channel block, output channel, so the input segment that one
+(row block, tile, channel block) needs stays in cache while every output channel of the chunk
+reads it.
 """
 
 from __future__ import annotations
@@ -19,50 +23,68 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+LANES = 16
+"""Floats per vector register (AVX-512; LLVM splits the vectors on narrower CPUs)."""
+
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
-_VEC = ir.VectorType(_F32, 8)
+_VEC = ir.VectorType(_F32, LANES)
 
 
-def _micro_kernel(width: int):
-    """``tile(out, o, x, x0, offs, vals, k0, k1)``: ``out[o:o+width] += sum_k vals[k] *
-    x[x0 + offs[k] : x0 + offs[k] + width]`` for ``k`` in ``[k0, k1)`` (float32, unchecked).
+def _micro_kernel(nvec: int, rows: int):
+    """``tile(out, o, ostep, x, x0, xstep, offs, vals, k0, k1)``: for each row ``i < rows``,
+    ``out[o + i*ostep :][:16*nvec] += sum_k vals[k] * x[x0 + offs[k] + i*xstep :][:16*nvec]``
+    over ``k`` in ``[k0, k1)`` (float32, unchecked).
 
     The main loop takes ``sets`` nonzeros per iteration into separate accumulator sets, so that
-    8 independent FMA chains hide the FMA latency (two FMA units x four cycles); a tail loop
-    takes the remainder one at a time.
+    at least 8 independent FMA chains hide the FMA latency (two FMA units x four cycles); a tail
+    loop takes the remainder one at a time.
     """
-    nvec = width // 8
-    sets = max(1, 8 // nvec)
+    chains = nvec * rows
+    sets = max(1, -(-8 // chains))
 
     @intrinsic
-    def tile(typingctx, out, o, x, x0, offs, vals, k0, k1):
-        sig = types.void(out, o, x, x0, offs, vals, k0, k1)
+    def tile(typingctx, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
+        sig = types.void(out, o, ostep, x, x0, xstep, offs, vals, k0, k1)
 
         def codegen(context, builder, signature, args):
-            out_t, _, x_t, _, offs_t, vals_t, _, _ = signature.args
-            out_v, o_v, x_v, x0_v, offs_v, vals_v, k0_v, k1_v = args
+            out_t, _, _, x_t, _, _, offs_t, vals_t, _, _ = signature.args
+            out_v, o_v, ostep_v, x_v, x0_v, xstep_v, offs_v, vals_v, k0_v, k1_v = args
             out_p = context.make_array(out_t)(context, builder, out_v).data
             x_p = context.make_array(x_t)(context, builder, x_v).data
             offs_p = context.make_array(offs_t)(context, builder, offs_v).data
             vals_p = context.make_array(vals_t)(context, builder, vals_v).data
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v8f32"
+                builder.module,
+                ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]),
+                f"llvm.fma.v{LANES}f32",
             )
-            zero = ir.Constant(_VEC, [0.0] * 8)
+            zero = ir.Constant(_VEC, [0.0] * LANES)
+            # element offsets of every (row, vector) of the block, relative to a row start
+            x_shifts = [
+                builder.add(builder.mul(xstep_v, _I64(i)), _I64(LANES * v))
+                for i in range(rows)
+                for v in range(nvec)
+            ]
+            o_shifts = [
+                builder.add(builder.mul(ostep_v, _I64(i)), _I64(LANES * v))
+                for i in range(rows)
+                for v in range(nvec)
+            ]
 
             def multiply_add(k, accs):
-                base = builder.add(x0_v, builder.load(builder.gep(offs_p, [k])))
+                offset = builder.sext(builder.load(builder.gep(offs_p, [k])), _I64)
+                base = builder.add(x0_v, offset)
                 weight = builder.load(builder.gep(vals_p, [k]))
                 splat = builder.shuffle_vector(
                     builder.insert_element(ir.Constant(_VEC, ir.Undefined), weight, _I32(0)),
                     ir.Constant(_VEC, ir.Undefined),
-                    ir.Constant(ir.VectorType(_I32, 8), [0] * 8),
+                    ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES),
                 )
                 updated = []
-                for i, acc in enumerate(accs):
-                    ptr = builder.gep(x_p, [builder.add(base, _I64(8 * i))])
+                for shift, acc in zip(x_shifts, accs, strict=True):
+                    ptr = builder.gep(x_p, [builder.add(base, shift)])
                     segment = builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
                     updated.append(builder.call(fma, [segment, splat, acc]))
                 return updated
@@ -77,7 +99,7 @@ def _micro_kernel(width: int):
 
             builder.position_at_end(main)
             k = builder.phi(_I64)
-            accs = [[builder.phi(_VEC) for _ in range(nvec)] for _ in range(sets)]
+            accs = [[builder.phi(_VEC) for _ in range(chains)] for _ in range(sets)]
             new = [multiply_add(builder.add(k, _I64(s)), accs[s]) for s in range(sets)]
             k_next = builder.add(k, _I64(sets))
             main_last = builder.basic_block
@@ -96,7 +118,7 @@ def _micro_kernel(width: int):
             merged = []
             for s in range(sets):
                 merged.append([])
-                for i in range(nvec):
+                for i in range(chains):
                     phi = builder.phi(_VEC)
                     phi.add_incoming(zero, entry)
                     phi.add_incoming(new[s][i], main_last)
@@ -109,7 +131,7 @@ def _micro_kernel(width: int):
 
             builder.position_at_end(tail)
             kt = builder.phi(_I64)
-            tail_accs = [builder.phi(_VEC) for _ in range(nvec)]
+            tail_accs = [builder.phi(_VEC) for _ in range(chains)]
             tail_new = multiply_add(kt, tail_accs)
             kt_next = builder.add(kt, _I64(1))
             tail_last = builder.basic_block
@@ -127,8 +149,8 @@ def _micro_kernel(width: int):
                 final.add_incoming(total, middle_last)
                 final.add_incoming(value, tail_last)
                 finals.append(final)
-            for i, final in enumerate(finals):
-                ptr = builder.gep(out_p, [builder.add(o_v, _I64(8 * i))])
+            for shift, final in zip(o_shifts, finals, strict=True):
+                ptr = builder.gep(out_p, [builder.add(o_v, shift)])
                 ptr = builder.bitcast(ptr, _VEC.as_pointer())
                 builder.store(builder.fadd(builder.load(ptr, align=4), final), ptr, align=4)
             return context.get_dummy_value()
@@ -138,33 +160,59 @@ def _micro_kernel(width: int):
     return tile
 
 
-_tile8 = _micro_kernel(8)
-_tile16 = _micro_kernel(16)
-_tile32 = _micro_kernel(32)
+_r4w64, _r4w48, _r4w32, _r4w16 = (_micro_kernel(n, 4) for n in (4, 3, 2, 1))
+_r2w64, _r2w48, _r2w32, _r2w16 = (_micro_kernel(n, 2) for n in (4, 3, 2, 1))
+_r1w64, _r1w48, _r1w32, _r1w16 = (_micro_kernel(n, 1) for n in (4, 3, 2, 1))
 
 
 @njit(inline="always")
-def _tile(width, out, o, x, x0, offs, vals, k0, k1):
-    if width == 32:
-        _tile32(out, o, x, x0, offs, vals, k0, k1)
-    elif width == 16:
-        _tile16(out, o, x, x0, offs, vals, k0, k1)
+def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
+    """The micro-kernel for ``rows`` x ``width`` outputs (``layers.ROW_BLOCKS`` x
+    ``layers.TILE_WIDTHS``)."""
+    a = (out, o, ostep, x, x0, xstep, offs, vals, k0, k1)
+    if rows == 4:
+        if width == 64:
+            _r4w64(*a)
+        elif width == 48:
+            _r4w48(*a)
+        elif width == 32:
+            _r4w32(*a)
+        else:
+            _r4w16(*a)
+    elif rows == 2:
+        if width == 64:
+            _r2w64(*a)
+        elif width == 48:
+            _r2w48(*a)
+        elif width == 32:
+            _r2w32(*a)
+        else:
+            _r2w16(*a)
+    elif width == 64:
+        _r1w64(*a)
+    elif width == 48:
+        _r1w48(*a)
+    elif width == 32:
+        _r1w32(*a)
     else:
-        _tile8(out, o, x, x0, offs, vals, k0, k1)
+        _r1w16(*a)
 
 
 @njit(parallel=True, cache=True)
 def sparse_conv(
-    x, plane, batch, in_channels, ptr, offs, vals, bias, row_base, kh_lo, kh_hi,
-    tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
+    x, sample, batch, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi,
+    group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride,
+    out, bounds,
 ):  # fmt: skip
-    """Sparse direct convolution of a packed input into ``out`` (see ``layers.DirectGeometry``).
+    """Sparse direct convolution of a packed input (``sample`` floats per sample) into ``out``
+    (see ``layers.DirectGeometry``).
 
     ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc``, input-channel block ``b``
     and kernel tap ``tap = kh * kernel_w + kw`` in ``offs``/``vals``; ``offs`` are offsets into the
-    packed input relative to the start of an output row (``row_base[r]``). Rows ``r`` only visit
-    the kernel rows ``[kh_lo[r], kh_hi[r])`` that fall inside the image, column tiles only the
-    kernel columns ``[kw_lo[t], kw_hi[t])``.
+    packed input relative to the start of an output row (``row_base[r]``; the next output row
+    starts ``row_step`` later). Rows ``r`` only visit the kernel rows ``[kh_lo[r], kh_hi[r])`` that
+    fall inside the image; row block ``g`` is the ``group_rows[g]`` rows from ``group_row[g]``,
+    which share that range. Column tiles only visit the kernel columns ``[kw_lo[t], kw_hi[t])``.
     """
     out_channels = ptr.shape[0]
     blocks = ptr.shape[1]
@@ -178,29 +226,33 @@ def sparse_conv(
                 value = bias[oc]
                 for p in range(out_plane):
                     out[start + p] = value
-            x_n = n * in_channels * plane
-            for r in range(out_h):
+            x_n = n * sample
+            for g in range(group_row.shape[0]):
+                r = group_row[g]
+                rows = group_rows[g]
                 x_row = x_n + row_base[r]
                 k_first = kh_lo[r] * kernel_w
                 k_last = kh_hi[r] * kernel_w
                 for t in range(tile_col.shape[0]):
                     c = tile_col[t]
                     width = tile_width[t]
+                    x_tile = x_row + c
+                    o_tile = n * out_channels * out_plane + r * out_stride + c
                     whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
                     for b in range(blocks):
                         for oc in range(lo, hi):
                             taps = ptr[oc, b]
-                            o = (n * out_channels + oc) * out_plane + r * out_stride + c
+                            o = o_tile + oc * out_plane
                             if whole_rows:
                                 _tile(
-                                    width, out, o, x, x_row + c, offs, vals,
-                                    taps[k_first], taps[k_last],
+                                    rows, width, out, o, out_stride, x, x_tile, row_step, offs,
+                                    vals, taps[k_first], taps[k_last],
                                 )  # fmt: skip
                             else:
                                 for kh in range(kh_lo[r], kh_hi[r]):
                                     _tile(
-                                        width, out, o, x, x_row + c, offs, vals,
-                                        taps[kh * kernel_w + kw_lo[t]],
+                                        rows, width, out, o, out_stride, x, x_tile, row_step,
+                                        offs, vals, taps[kh * kernel_w + kw_lo[t]],
                                         taps[kh * kernel_w + kw_hi[t]],
                                     )  # fmt: skip
     return out

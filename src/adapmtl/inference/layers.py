@@ -1,15 +1,16 @@
 """Inference-only replacements for Conv2d/Linear layers with sparse (baked) weights.
 
 * :class:`DirectSparseConv2d`: sparse direct convolution (numba kernel, any kernel size, stride,
-  dilation, zero padding and groups). The input is copied once into a zero-padded buffer whose
-  columns are split by stride phase, so every kernel tap reads contiguous input; only the
-  nonzero weights are visited, and kernel rows/columns that fall entirely in the padding are
-  skipped (which also removes the dense kernel's work on padding, large for the ASPP heads'
-  dilations 12-24 on small feature maps).
+  dilation, zero padding and groups). The input is copied once per kernel column into a buffer
+  whose rows are as wide as the output's (a one-dimensional im2col), so every kernel tap reads
+  contiguous, vector-aligned input; only the nonzero weights are visited, for blocks of output
+  rows at once, and kernel rows/columns that fall entirely in the padding are skipped (which
+  also removes the dense kernel's work on padding, large for the ASPP heads' dilations 12-24 on
+  small feature maps).
 * :class:`CSRConv1x1` and :class:`CSRLinear`: ``torch.sparse`` CSR matrix products (1x1 convs with
   stride 1 and no padding, and Linear layers).
 
-All of them compute in float32 without autograd. Output columns are padded to a multiple of 8
+All of them compute in float32 without autograd. Output columns are padded to a multiple of 16
 internally; the returned tensor is a strided view without the padding.
 """
 
@@ -26,7 +27,14 @@ from torch.nn import functional as F
 
 from adapmtl.inference import threads as _threads
 
-TILE_WIDTHS = (32, 16, 8)
+LANES = 16
+"""Output columns are padded to a multiple of this (floats per vector of the kernels)."""
+TILE_WIDTHS = (64, 48, 32, 16)
+"""Output columns of one micro-kernel call (the kernels have a variant for each)."""
+ROW_BLOCKS = (4, 2, 1)
+"""Output rows of one micro-kernel call (the kernels have a variant for each)."""
+FLAT_WIDTH = 64
+"""A 1x1 convolution with stride 1 and no padding runs on its H*W outputs as rows of this many."""
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -48,31 +56,38 @@ def direct_conv_supported(conv: nn.Module) -> str | None:
 class DirectGeometry:
     """Where every nonzero weight reads the packed input, for one input size.
 
-    Packed input layout: ``[N, C, H, stride_w, row_phase]`` float32 with zero padding: input
-    column ``j`` of phase ``q`` holds padded column ``stride_w * j + q``, padded column ``pc`` =
-    original column ``pc - left``. Output column ``c`` of tap ``kw`` reads padded column
-    ``stride_w * c + kw * dilation_w - padding_w + left``.
+    Packed input layout: ``[N, H, C, kernel_w, out_stride]`` float32, one row of the output's
+    width per input row, channel and kernel column: element ``c`` of kernel column ``kw`` holds
+    input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is padding).
+    So every tap reads its input for a tile of outputs as contiguous, vector-aligned vectors at
+    the tile's own columns, whatever the stride, dilation and padding.
     """
 
+    in_h: int
     out_h: int
     out_w: int
     out_stride: int
-    left: int
-    padded_w: int
-    plane: int
+    row_stride: int
     ptr: np.ndarray
     offs: np.ndarray
     vals: np.ndarray
     row_base: np.ndarray
+    row_step: int
     kh_lo: np.ndarray
     kh_hi: np.ndarray
+    group_row: np.ndarray
+    group_rows: np.ndarray
     tile_col: np.ndarray
     tile_width: np.ndarray
     kw_lo: np.ndarray
     kw_hi: np.ndarray
 
     @classmethod
-    def build(cls, conv: nn.Conv2d, height: int, width: int, block: int) -> DirectGeometry:
+    def build(
+        cls, conv: nn.Conv2d, height: int, width: int, block: int, most_rows: int = ROW_BLOCKS[0]
+    ) -> DirectGeometry:
+        """The geometry of ``conv`` on ``height`` x ``width`` inputs with input channels in
+        blocks of ``block`` and output rows in blocks of at most ``most_rows``."""
         weight = conv.weight.detach()
         out_channels, group_in, kernel_h, kernel_w = weight.shape
         sh, sw = _pair(conv.stride)
@@ -82,34 +97,31 @@ class DirectGeometry:
         out_w = (width + 2 * pw - dw * (kernel_w - 1) - 1) // sw + 1
         if out_h < 1 or out_w < 1:
             raise ValueError(f"input {height}x{width} is too small for {conv}")
-        out_stride = -(-out_w // 8) * 8
-        left = -(-pw // sw) * sw
-        reach = (kernel_w - 1) * dw - pw + left  # largest padded-column offset of a tap
-        padded_w = max(left + width + pw, sw * (out_stride - 1) + reach + 1)
-        padded_w = -(-padded_w // sw) * sw
-        phase_w = padded_w // sw
-        plane = height * padded_w
-        row_stride = conv.in_channels * padded_w
+        out_stride = -(-out_w // LANES) * LANES
+        row_stride = conv.in_channels * kernel_w * out_stride
 
         blocks = -(-group_in // block)
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
-        # nonzeros ordered by (output channel, input block, kh, kw, input channel)
+        # nonzeros ordered by (input block, output channel, kh, kw, input channel): the kernel's
+        # loop over output channels for one block then reads them as one sequential stream
         ordered = padded.reshape(out_channels, blocks, block, kernel_h, kernel_w)
-        ordered = ordered.permute(0, 1, 3, 4, 2)
+        ordered = ordered.permute(1, 0, 3, 4, 2)
         nonzero = ordered != 0
-        counts = nonzero.sum(-1).reshape(out_channels * blocks, kernel_h * kernel_w).numpy()
-        ptr = np.zeros((out_channels * blocks, kernel_h * kernel_w + 1), np.int64)
+        counts = nonzero.sum(-1).reshape(blocks * out_channels, kernel_h * kernel_w).numpy()
+        ptr = np.zeros((blocks * out_channels, kernel_h * kernel_w + 1), np.int64)
         np.cumsum(counts, axis=1, out=ptr[:, 1:])
         ptr += np.concatenate([[0], np.cumsum(ptr[:, -1])[:-1]])[:, None]
-        oc, b, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
+        b, oc, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
         vals = ordered[nonzero].numpy().astype(np.float32)
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
-        column = kw * dw - pw + left
-        offs = kh * dh * row_stride + channel * padded_w + (column % sw) * phase_w + column // sw
+        offs = kh * dh * row_stride + (channel * kernel_w + kw) * out_stride
+        if offs.size and offs.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"input {height}x{width} is too large for {conv}")
 
         rows = np.arange(out_h)
         in_rows = sh * rows[:, None] + np.arange(kernel_h)[None, :] * dh - ph
         kh_lo, kh_hi = _valid_range((in_rows >= 0) & (in_rows < height))
+        group_row, group_rows = _row_blocks(kh_lo, kh_hi, most_rows)
 
         tiles = []
         col = 0
@@ -121,23 +133,25 @@ class DirectGeometry:
         tile_width = np.array([w for _, w in tiles], np.int64)
         first = sw * tile_col
         last = sw * np.minimum(tile_col + tile_width, out_w) - sw
-        taps = np.arange(kernel_w)[None, :] * dw - pw
+        taps = np.arange(kernel_w) * dw - pw
         inside = (first[:, None] + taps <= width - 1) & (last[:, None] + taps >= 0)
         kw_lo, kw_hi = _valid_range(inside)
 
         return cls(
+            in_h=height,
             out_h=out_h,
             out_w=out_w,
             out_stride=out_stride,
-            left=left,
-            padded_w=padded_w,
-            plane=plane,
-            ptr=ptr.reshape(out_channels, blocks, -1),
-            offs=offs,
+            row_stride=row_stride,
+            ptr=np.ascontiguousarray(ptr.reshape(blocks, out_channels, -1).transpose(1, 0, 2)),
+            offs=offs.astype(np.int32),
             vals=vals,
             row_base=((sh * rows - ph) * row_stride).astype(np.int64),
+            row_step=sh * row_stride,
             kh_lo=kh_lo,
             kh_hi=kh_hi,
+            group_row=group_row,
+            group_rows=group_rows,
             tile_col=tile_col,
             tile_width=tile_width,
             kw_lo=kw_lo,
@@ -154,9 +168,44 @@ def _valid_range(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
+def _row_blocks(
+    kh_lo: np.ndarray, kh_hi: np.ndarray, most: int = ROW_BLOCKS[0]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive output rows grouped into blocks of ROW_BLOCKS rows (largest first, at most
+    ``most``) that visit the same kernel rows: the first row and the row count of every block."""
+    sizes = [size for size in ROW_BLOCKS if size <= most]
+    starts, counts = [], []
+    r = 0
+    while r < len(kh_lo):
+        run = 1
+        while r + run < len(kh_lo) and (kh_lo[r + run], kh_hi[r + run]) == (kh_lo[r], kh_hi[r]):
+            run += 1
+        for rows in sizes:
+            while run >= rows:
+                starts.append(r)
+                counts.append(rows)
+                r += rows
+                run -= rows
+    return np.array(starts, np.int64), np.array(counts, np.int64)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> torch.Tensor:
+    """This thread's packed-input buffer: ``size`` floats, vector-aligned, grown (never shrunk)
+    to the largest size asked for, so that a model's layers share one allocation."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < size:
+        raw = torch.empty(size + LANES)
+        skip = (-raw.data_ptr() // 4) % LANES
+        buffer = _SCRATCH.buffer = raw[skip : skip + size]
+    return buffer[:size]
+
+
 def _balanced_bounds(ptr: np.ndarray, chunks: int) -> np.ndarray:
     """Split output channels into ``chunks`` contiguous ranges of about equal nonzero counts."""
-    per_channel = ptr[:, -1, -1] - ptr[:, 0, 0]
+    per_channel = (ptr[:, :, -1] - ptr[:, :, 0]).sum(1)
     cumulative = np.concatenate([[0], np.cumsum(per_channel)])
     targets = cumulative[-1] * np.arange(1, chunks) / chunks
     inner = np.searchsorted(cumulative, targets)
@@ -167,19 +216,24 @@ class DirectSparseConv2d(nn.Module):
     """Sparse direct convolution replacing ``conv`` (numba kernel; see module docstring).
 
     ``block``: input channels per block; nonzeros are visited block by block for every output
-    channel of a row, which keeps the input rows of one block in cache.
+    channel of a row block, which keeps the input rows of one block in cache. ``rows``: most
+    output rows per block (one of ``ROW_BLOCKS``); more rows visit the nonzeros fewer times but
+    need more input in cache.
     """
 
-    def __init__(self, conv: nn.Conv2d, block: int = 64) -> None:
+    def __init__(self, conv: nn.Conv2d, block: int = 128, rows: int = 2) -> None:
         super().__init__()
         reason = direct_conv_supported(conv)
         if reason:
             raise ValueError(f"cannot use a sparse direct convolution for {conv}: {reason}")
+        if rows not in ROW_BLOCKS:
+            raise ValueError(f"rows must be one of {ROW_BLOCKS}, got {rows}")
         from adapmtl.inference import _kernels  # numba is optional: import on use
 
         self._kernel = _kernels.sparse_conv
         self.conv = conv
         self.block = min(block, conv.in_channels // conv.groups)
+        self.rows = rows
         self.flatten = (
             conv.kernel_size == (1, 1)
             and _pair(conv.stride) == (1, 1)
@@ -189,56 +243,72 @@ class DirectSparseConv2d(nn.Module):
         self._bias = bias.detach().float().numpy().copy()
         self._geometries: dict[tuple[int, int], DirectGeometry] = {}
         self._bounds: dict[tuple[int, int, int], np.ndarray] = {}
-        # packed-input buffers by (thread, input shape): their padding stays zero and the
-        # interior is overwritten on every call, so a buffer is allocated (and page-faulted in)
-        # once instead of on every call
-        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
 
     def geometry(self, height: int, width: int) -> DirectGeometry:
         key = (height, width)
         if key not in self._geometries:
-            self._geometries[key] = DirectGeometry.build(self.conv, height, width, self.block)
+            self._geometries[key] = DirectGeometry.build(
+                self.conv, height, width, self.block, self.rows
+            )
         return self._geometries[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
-        batch, channels, height, width = x.shape
-        if self.flatten:  # a 1x1 conv is one row of H*W columns: long tiles, no padding
-            x = x.reshape(batch, channels, 1, height * width)
-        geo = self.geometry(x.shape[2], x.shape[3])
-        sw = _pair(self.conv.stride)[1]
-        key = (threading.get_ident(), *x.shape)
-        if key not in self._buffers:
-            self._buffers[key] = torch.zeros(batch * channels * geo.plane + 2 * geo.padded_w + 64)
-        packed = self._buffers[key]
-        interior = packed[: batch * channels * geo.plane]
-        view = interior.view(batch, x.shape[2], channels, sw, geo.padded_w // sw)
-        rows = x.transpose(1, 2)
-        if sw == 1:
-            view[..., 0, geo.left : geo.left + x.shape[3]].copy_(rows)
-        else:
-            padded = F.pad(rows, (geo.left, geo.padded_w - geo.left - x.shape[3]))
-            view.copy_(padded.reshape(*padded.shape[:3], -1, sw).transpose(3, 4))
+        batch, _, height, width = x.shape
         out_channels = self.conv.out_channels
+        if self.flatten:  # any row length will do for a 1x1 conv: full-width tiles, no padding
+            rows = -(-(height * width) // FLAT_WIDTH)
+            geo = self.geometry(rows, FLAT_WIDTH)
+        else:
+            geo = self.geometry(height, width)
+        packed = self._packed(x, geo)
         out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
         threads = _threads.sync()
-        split = (x.shape[2], x.shape[3], threads)
+        split = (geo.out_h, geo.out_w, threads)
         if split not in self._bounds:
             self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
         self._kernel(
-            packed.numpy(), geo.plane, batch, channels, geo.ptr, geo.offs, geo.vals, self._bias,
-            geo.row_base, geo.kh_lo, geo.kh_hi, geo.tile_col, geo.tile_width, geo.kw_lo,
-            geo.kw_hi, self.conv.kernel_size[1], geo.out_h, geo.out_stride, out.numpy(),
-            self._bounds[split],
+            packed.numpy(), packed.numel() // batch, batch, geo.ptr, geo.offs, geo.vals, self._bias,
+            geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
+            geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
+            geo.out_h, geo.out_stride, out.numpy(), self._bounds[split],
         )  # fmt: skip
         _threads.restore(threads)
-        result = out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
         if self.flatten:
-            return result.view(batch, out_channels, height, width)
-        return result
+            flat = out.view(batch, out_channels, geo.out_h * geo.out_stride)
+            return flat[..., : height * width].view(batch, out_channels, height, width)
+        return out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
+
+    def _packed(self, x: torch.Tensor, geo: DirectGeometry) -> torch.Tensor:
+        """``x`` packed for ``geo`` into this thread's scratch buffer (every element the kernel
+        reads is written, padding as zeros, so all layers can share the buffer)."""
+        batch, channels, height, width = x.shape
+        packed = _scratch(batch * geo.in_h * geo.row_stride)
+        kernel_w = self.conv.kernel_size[1]
+        view = packed.view(batch, geo.in_h, channels, kernel_w, geo.out_stride)
+        if self.flatten:
+            flat = x.reshape(batch, channels, height * width)
+            full, rest = divmod(height * width, FLAT_WIDTH)
+            whole = flat[..., : full * FLAT_WIDTH].reshape(batch, channels, full, FLAT_WIDTH)
+            view[:, :full, :, 0].copy_(whole.transpose(1, 2))
+            if rest:
+                view[:, full, :, 0, :rest].copy_(flat[..., full * FLAT_WIDTH :])
+                view[:, full, :, 0, rest:].zero_()
+            return packed
+        sw = _pair(self.conv.stride)[1]
+        dw = _pair(self.conv.dilation)[1]
+        pw = _pair(self.conv.padding)[1]
+        # zero-padded so that every packed column reads the padded input: one copy per kernel
+        # column, no separate zeroing (few operations: each is a parallel region)
+        span = sw * (geo.out_stride - 1) + 1
+        right = max(0, span + (kernel_w - 1) * dw - pw - width)
+        rows = F.pad(x, (pw, right)).transpose(1, 2)
+        for kw in range(kernel_w):
+            view[:, :, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
+        return packed
 
     def extra_repr(self) -> str:
-        return f"{self.conv}, block={self.block}"
+        return f"{self.conv}, block={self.block}, rows={self.rows}"
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,8 @@ from adapmtl.sparsity import THRESHOLDS_ATTR
 
 DENSE = "dense"
 KERNELS = ("direct", "direct-wide", "csr")
-DIRECT_BLOCKS = {"direct": 64, "direct-wide": 512}
+DIRECT_SHAPES = {"direct": (128, 2), "direct-wide": (512, 1)}
+"""(input-channel block, most output rows per block) of each direct-convolution kernel."""
 
 
 @dataclass
@@ -101,9 +102,9 @@ def candidate_kernels(
     if isinstance(module, nn.Conv2d):
         if numba_available() and direct_conv_supported(module) is None:
             group_in = module.in_channels // module.groups
-            for name, block in DIRECT_BLOCKS.items():
-                if name in kernels and (name == "direct" or group_in > DIRECT_BLOCKS["direct"]):
-                    found[name] = DirectSparseConv2d(module, block=block)
+            for name, (block, rows) in DIRECT_SHAPES.items():
+                if name in kernels and (name == "direct" or group_in > DIRECT_SHAPES["direct"][0]):
+                    found[name] = DirectSparseConv2d(module, block=block, rows=rows)
         if "csr" in kernels and csr_conv_supported(module):
             found["csr"] = CSRConv1x1(module)
     elif type(module) is nn.Linear and module.weight.dtype == torch.float32 and "csr" in kernels:
@@ -204,8 +205,8 @@ def optimize(
         model: a sparse model (sparsified or already baked; it is not changed).
         example: a representative input (batch and size as in deployment).
         kernels: sparse kernels to consider: ``direct`` / ``direct-wide`` (numba sparse direct
-            convolution with input-channel blocks of 64 / 512) and ``csr`` (torch.sparse CSR for
-            1x1 convs and Linear layers).
+            convolution with input-channel blocks of 128 / 512 and row blocks of 2 / 1) and
+            ``csr`` (torch.sparse CSR for 1x1 convs and Linear layers).
         min_speedup: a layer switches to a sparse kernel only if it is at least this much faster.
         max_density: layers denser than this keep the dense kernel without being timed.
         repeats: timed runs per kernel and layer (interleaved; the fastest counts).
