@@ -46,12 +46,11 @@ class SplitThreshold(AdapMTL):
         super().__init__(target, options)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        prunable = [path for path, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-        normalised = normalised_layers(model, prunable)  # traced before the parametrizations
+        if self.options.soft_on == "normalised":  # traced before the parametrizations
+            prunable = [p for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+            soft = normalised_layers(model, prunable)
         layers = sparse_layers(super().prepare(model))
-        if self.options.soft_on == "normalised":
-            soft = normalised
-        else:
+        if self.options.soft_on == "heads":
             components = layer_components(model)
             soft = {path for path, _, _ in layers if components[path] != "backbone"}
         for path, _, parametrization in layers:
