@@ -25,6 +25,11 @@ training memory (weights, gradients, Adam state, activations and allocator overh
 counts what the operating system really had to provide; ``tracemalloc`` does not see torch's
 allocations. The peak-RSS ratio including the process baseline is reported too.
 
+Allocator: like training (``train.keep_freed_memory``), the process and the memory subprocesses
+first make glibc keep the memory each step frees (:mod:`adapmtl.engine.allocator`);
+``--default-allocator`` leaves glibc's adaptive defaults, under which some processes fault
+thousands of pages in again every step.
+
 The load average (``os.getloadavg``) before and after each case is written beside its figures.
 
 Usage::
@@ -53,6 +58,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adapmtl.engine.allocator import keep_freed_memory
 from adapmtl.models import MultiTaskModel, build_model
 from adapmtl.sparsity import freeze_masks, param_groups, sparsify
 
@@ -191,12 +197,15 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def memory_child(case_name: str, variant: str) -> None:
+def memory_child(case_name: str, variant: str, allocator: str) -> None:
     """Subprocess body: report the training memory of one variant as JSON.
 
     A tiny model is trained first so that torch's lazily loaded kernels and thread pools are in
     the baseline; the peak-RSS mark (VmHWM) is then reset and the case's model is built and
-    trained. VmHWM, unlike ``ru_maxrss``, does not inherit the parent process's peak."""
+    trained. VmHWM, unlike ``ru_maxrss``, does not inherit the parent process's peak.
+    ``allocator`` is ``kept`` (glibc keeps freed memory, as in training) or ``default``."""
+    if allocator == "kept":
+        keep_freed_memory()
     torch.set_num_threads(1)
     Trainer(_small_conv(), Case("warm-up", _small_conv, 2, 32, 0, "small")).step()
     with open("/proc/self/clear_refs", "w") as f:
@@ -214,9 +223,9 @@ def memory_child(case_name: str, variant: str) -> None:
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "training_mb": peak - baseline}))
 
 
-def _memory_child(case: Case, variant: str) -> dict[str, float]:
+def _memory_child(case: Case, variant: str, allocator: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", case.name, variant],
+        [sys.executable, __file__, "--memory-child", case.name, variant, allocator],
         check=True,
         capture_output=True,
         text=True,
@@ -224,12 +233,14 @@ def _memory_child(case: Case, variant: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_memory(case: Case, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def measure_memory(
+    case: Case, modes: tuple[str, ...], allocator: str
+) -> dict[str, dict[str, float]]:
     """Per mode: training memory (peak RSS over the reset mark) of dense and sparsified."""
-    dense = _memory_child(case, "dense")
+    dense = _memory_child(case, "dense", allocator)
     result = {}
     for mode in modes:
-        sparse = _memory_child(case, mode)
+        sparse = _memory_child(case, mode, allocator)
         result[mode] = {
             "dense_peak_mb": dense["peak_mb"],
             "dense_training_mb": dense["training_mb"],
@@ -241,14 +252,14 @@ def measure_memory(case: Case, modes: tuple[str, ...]) -> dict[str, dict[str, fl
     return result
 
 
-def run_case(case: Case, repeats: int | None, modes: tuple[str, ...]) -> list[dict]:
+def run_case(case: Case, repeats: int | None, modes: tuple[str, ...], allocator: str) -> list[dict]:
     """One row per mode; the load average is read before and after the whole case."""
     load_before = os.getloadavg()
     torch.manual_seed(0)
     params = sum(p.numel() for p in case.build().parameters())
     count = repeats or case.repeats
     times = measure_time(case, count, modes)
-    memory = measure_memory(case, modes)
+    memory = measure_memory(case, modes, allocator)
     load_after = os.getloadavg()
     rows = []
     for mode in modes:
@@ -259,6 +270,7 @@ def run_case(case: Case, repeats: int | None, modes: tuple[str, ...]) -> list[di
             "size": case.size,
             "parameters": params,
             "repeats": count,
+            "allocator": allocator,
             "load_before": list(load_before),
             "load_after": list(load_after),
         }
@@ -306,7 +318,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None, help="override every case's count")
     parser.add_argument("--markdown", default=None, help="also write a Markdown table here")
     parser.add_argument(
-        "--memory-child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's allocator as it is, instead of keeping freed memory as training "
+        "does (train.keep_freed_memory)",
+    )
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("CASE", "VARIANT", "ALLOCATOR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.memory_child:
@@ -320,11 +338,14 @@ def main() -> int:
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         parser.error(f"--modes: unknown mode {bad[0] if bad else ''!r}; valid: {', '.join(MODES)}")
+    allocator = "default" if args.default_allocator else "kept"
+    if allocator == "kept":
+        keep_freed_memory()
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     rows = []
     for name in names:
-        for row in run_case(CASES[name], args.repeats, modes):
+        for row in run_case(CASES[name], args.repeats, modes, allocator):
             rows.append(row)
             print(
                 f"{name} {row['mode']}: time x{row['time_ratio']:.3f}, "

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import adapmtl.sparsity.controller as controller_module
+import adapmtl.sparsity.parametrization as parametrization_module
 from adapmtl.config import from_dict
 from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.loaders import to_device as _to_device
@@ -30,6 +31,14 @@ from adapmtl.tasks.base import cross_entropy_mean
 from adapmtl.weighting import AdaptiveWeighting
 
 META = torch.device("meta")
+
+
+@pytest.fixture(autouse=True)
+def _accelerator_threshold_path(monkeypatch):
+    """Every layer runs the threshold as on an accelerator, where its level stays a tensor; on
+    the CPU the parametrization reads the level as a number (no synchronisation there), which
+    the counter would count."""
+    monkeypatch.setattr(parametrization_module, "_reads_for_free", lambda tensor: False)
 
 
 class EchoDistributed(Distributed):

@@ -53,6 +53,20 @@ def test_soft_forward_and_gradients_match_autograd_through_the_plain_formula(dty
 
 
 @pytest.mark.parametrize("hard", [False, True])
+def test_the_accelerator_forward_matches_the_cpu_forward_bit_for_bit(hard):
+    """The tensor-level path (used off the CPU, where reading a would synchronise the device)
+    against the CPU's one-pass shrink, run here on the CPU; weights exactly at +-a included."""
+    weight, theta, _ = _case(torch.float32, seed=2)
+    alpha = torch.sigmoid(theta)
+    weight[0, :2] = torch.stack([alpha, -alpha])
+    result = torch.empty(weight.numel())
+    param._shrink_by_tensor(weight.reshape(-1), alpha, hard, result)
+    expected = param._threshold_forward(weight, alpha, hard, None)
+    assert torch.equal(result.view_as(weight), expected)
+    assert torch.equal(expected[0, :2], torch.zeros(2))
+
+
+@pytest.mark.parametrize("hard", [False, True])
 @pytest.mark.parametrize("regrow", [False, True])
 def test_threshold_gradients_match_the_closed_form(hard, regrow):
     weight, theta, upstream = _case(torch.float64, seed=1)

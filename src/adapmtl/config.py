@@ -129,6 +129,10 @@ class TrainConfig:
     cudnn_benchmark: bool = False
     """Let cuDNN time its convolution algorithms for the run's shapes (CUDA; not with
     ``deterministic``)."""
+    keep_freed_memory: bool = True
+    """Keep the memory each step frees in the process for the next step instead of returning it
+    to the system (glibc; :mod:`adapmtl.engine.allocator`): fewer page faults per step, the
+    process stays at its peak size. No effect with another C library."""
 
 
 @dataclass

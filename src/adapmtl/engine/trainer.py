@@ -47,6 +47,7 @@ from adapmtl.checkpoint import (
     save_checkpoint,
 )
 from adapmtl.config import Config
+from adapmtl.engine.allocator import keep_freed_memory
 from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.evaluate import evaluate
 from adapmtl.engine.health import NonFiniteLossError, StepHealth
@@ -132,6 +133,8 @@ class Trainer:
         self.device = self.dist.device(config.train.device)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
+        if config.train.keep_freed_memory:
+            keep_freed_memory()
         if config.train.deterministic:
             # cuBLAS is deterministic only with a fixed workspace (read when its first handle
             # is created, so set before the model reaches the GPU); a no-op on the CPU

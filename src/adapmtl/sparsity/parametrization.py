@@ -52,20 +52,36 @@ def _threshold_forward(
 ) -> torch.Tensor:
     """S(W, a) = W - clamp(W, -a, a) or H(W, a) = W * 1[|W| > a], into ``out`` or a new buffer.
 
-    Block by block on CPU, so each block's three or four passes run in cache and the weight is
-    read once and the result written once. ``a`` stays a tensor (no device read; ``softshrink``
-    would need it as a number); ``minimum``/``maximum`` with a 0-d tensor run vectorized where
-    ``clamp`` with tensor bounds does not. H keeps W where S != 0, i.e. where |W| > a.
+    On the CPU, where reading ``a`` costs nothing, ``softshrink``/``hardshrink`` compute S or H in
+    one pass (the same values bit for bit: both compare |W| with a strictly and S subtracts a
+    from the survivors): the weight is read once and the result written once. On an accelerator
+    ``a`` stays a tensor (:func:`_shrink_by_tensor`), as reading it would synchronise the device.
     """
     flat = weight.reshape(-1)
     result = torch.empty_like(flat) if out is None else out.view(-1)
-    low = -alpha
-    for w, r in _blocks(flat, result):
-        torch.maximum(torch.minimum(w, alpha, out=r), low, out=r)
-        torch.sub(w, r, out=r)
-        if hard:  # hardshrink's gradient with lambda 0: w where r != 0
-            torch.ops.aten.hardshrink_backward.grad_input(w, r, 0.0, grad_input=r)
+    if _reads_for_free(alpha):
+        shrink = torch.ops.aten.hardshrink.out if hard else torch.ops.aten.softshrink.out
+        shrink(flat, alpha.item(), out=result)
+    else:
+        _shrink_by_tensor(flat, alpha, hard, result)
     return result.view_as(weight)
+
+
+def _reads_for_free(tensor: torch.Tensor) -> bool:
+    """True where reading a tensor's value costs no device synchronisation (the CPU)."""
+    return tensor.device.type == "cpu"
+
+
+def _shrink_by_tensor(
+    flat: torch.Tensor, alpha: torch.Tensor, hard: bool, result: torch.Tensor
+) -> None:
+    """S or H into ``result`` with ``a`` as a 0-d tensor: S = W - min(max(W, -a), a)
+    (``minimum``/``maximum`` with a 0-d tensor run vectorized where ``clamp`` with tensor bounds
+    does not); H keeps W where S != 0, i.e. where |W| > a."""
+    torch.maximum(torch.minimum(flat, alpha, out=result), -alpha, out=result)
+    torch.sub(flat, result, out=result)
+    if hard:  # hardshrink's gradient with lambda 0: W where S is nonzero
+        torch.ops.aten.hardshrink_backward.grad_input(flat, result, 0.0, grad_input=result)
 
 
 def _recycled(
