@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from adapmtl.config import from_dict
+from adapmtl.engine import allocator
 from adapmtl.engine import trainer as trainer_module
 from adapmtl.engine.trainer import Trainer
 from conftest import TINY
@@ -64,3 +65,41 @@ def test_the_trainer_applies_the_setting_of_its_config(tmp_path, monkeypatch, ke
     settings["train"]["keep_freed_memory"] = keep
     Trainer(from_dict(settings), tmp_path / "run", verbose=False)
     assert calls == ([True] if keep else [])
+
+
+class _RecordingLibc:
+    gnu_get_libc_version = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+        def mallopt(option: int, value: int) -> int:
+            self.calls.append((option, value))
+            return 1
+
+        self.mallopt = mallopt
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({}, [(allocator._M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD),
+              (allocator._M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD)]),
+        ({"MALLOC_MMAP_THRESHOLD_": "1073741824"},
+         [(allocator._M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD)]),
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"},
+         [(allocator._M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD)]),
+    ],
+)  # fmt: skip
+def test_a_threshold_the_user_set_in_the_environment_is_left_alone(
+    monkeypatch, environment, expected
+):
+    libc = _RecordingLibc()
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    for variable in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    assert allocator.keep_freed_memory()
+    assert libc.calls == expected

@@ -15,11 +15,17 @@ memory is kept for reuse, and blocks of at least :data:`MMAP_THRESHOLD` (large e
 weight-sized buffers, which :mod:`adapmtl.sparsity.recycle` reuses themselves) still get their own
 mapping. The process then keeps its peak heap size for its lifetime, which is what a training
 run needs again every step anyway. Other C libraries are left alone.
+
+A larger mmap threshold (``MALLOC_MMAP_THRESHOLD_=1073741824`` in the environment, which this
+module then leaves as it is) also serves the weight-sized buffers of large models from the heap:
+on the full MobileNetV2 that removed the dense step's own page faults as well, at the price of a
+larger peak for the sparsified model (docs/results/overhead.md).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -30,11 +36,19 @@ MMAP_THRESHOLD = 32 << 20
 """Blocks at least this large get their own mapping (glibc's largest allowed threshold)."""
 
 
-def keep_freed_memory() -> bool:
-    """Fix glibc's trim and mmap thresholds for this process (see the module docstring).
+_SETTINGS = (
+    (_M_TRIM_THRESHOLD, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
+    (_M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
+)
 
-    Returns True when glibc accepted both settings, False on another C library or platform,
-    where nothing is changed."""
+
+def keep_freed_memory() -> bool:
+    """Fix glibc's trim and mmap thresholds for this process (see the module docstring). A
+    threshold the user set in the environment (``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``) is left as they set it.
+
+    Returns True when glibc accepted the settings, False on another C library or platform, where
+    nothing is changed."""
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None)
@@ -43,6 +57,9 @@ def keep_freed_memory() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    )
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    accepted = True
+    for option, value, variable, tunable in _SETTINGS:
+        if variable not in os.environ and tunable not in tunables:
+            accepted = bool(mallopt(option, value)) and accepted
+    return accepted
