@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 import adapmtl.sparsity.controller as controller_module
-import adapmtl.sparsity.parametrization as parametrization_module
 from adapmtl.config import from_dict
 from adapmtl.engine.distributed import Distributed, ParallelModel
 from adapmtl.engine.loaders import to_device as _to_device
 from adapmtl.engine.syncs import SyncCounter
 from adapmtl.engine.trainer import Trainer
 from adapmtl.sparsity import report
+from adapmtl.sparsity.parametrization import threshold_levels_as_tensors
 from adapmtl.sparsity.report import overall_sparsity, overall_sparsity_tensor
 from adapmtl.tasks.base import cross_entropy_mean
 from adapmtl.weighting import AdaptiveWeighting
@@ -34,11 +34,12 @@ META = torch.device("meta")
 
 
 @pytest.fixture(autouse=True)
-def _accelerator_threshold_path(monkeypatch):
+def _accelerator_threshold_path():
     """Every layer runs the threshold as on an accelerator, where its level stays a tensor; on
     the CPU the parametrization reads the level as a number (no synchronisation there), which
     the counter would count."""
-    monkeypatch.setattr(parametrization_module, "_reads_for_free", lambda tensor: False)
+    with threshold_levels_as_tensors():
+        yield
 
 
 class EchoDistributed(Distributed):

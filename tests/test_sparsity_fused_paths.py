@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from adapmtl.engine.syncs import SyncCounter
 from adapmtl.sparsity import parametrization as param
 from adapmtl.sparsity import soft_threshold, sparse_layers, sparsify
 from adapmtl.sparsity.masks import freeze_masks
@@ -64,6 +65,13 @@ def test_the_accelerator_forward_matches_the_cpu_forward_bit_for_bit(hard):
     expected = param._threshold_forward(weight, alpha, hard, None)
     assert torch.equal(result.view_as(weight), expected)
     assert torch.equal(expected[0, :2], torch.zeros(2))
+    with param.threshold_levels_as_tensors(), SyncCounter() as syncs:
+        as_on_accelerator = param._threshold_forward(weight, alpha, hard, None)
+    assert syncs.total == 0
+    assert torch.equal(as_on_accelerator, expected)
+    with SyncCounter() as syncs:
+        param._threshold_forward(weight, alpha, hard, None)
+    assert syncs.total == 1  # the CPU path reads a
 
 
 @pytest.mark.parametrize("hard", [False, True])

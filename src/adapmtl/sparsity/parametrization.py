@@ -22,6 +22,7 @@ shape the saved mask has, so a frozen checkpoint loads into a freshly sparsified
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,9 +68,28 @@ def _threshold_forward(
     return result.view_as(weight)
 
 
+_levels_as_tensors = False
+
+
+@contextlib.contextmanager
+def threshold_levels_as_tensors() -> Iterator[None]:
+    """Apply every threshold as on an accelerator, its level kept as a tensor, on the CPU too.
+
+    The CPU path reads the level ``a`` as a number (free there); within this context a CPU-only
+    run makes the host reads a GPU step would, so that they can be counted
+    (:class:`~adapmtl.engine.syncs.SyncCounter`). The values are the same either way."""
+    global _levels_as_tensors
+    previous, _levels_as_tensors = _levels_as_tensors, True
+    try:
+        yield
+    finally:
+        _levels_as_tensors = previous
+
+
 def _reads_for_free(tensor: torch.Tensor) -> bool:
-    """True where reading a tensor's value costs no device synchronisation (the CPU)."""
-    return tensor.device.type == "cpu"
+    """True where reading a tensor's value costs no device synchronisation (the CPU), unless
+    :func:`threshold_levels_as_tensors` asks for the accelerator's path."""
+    return tensor.device.type == "cpu" and not _levels_as_tensors
 
 
 def _shrink_by_tensor(
