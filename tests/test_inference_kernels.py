@@ -134,3 +134,29 @@ def test_packed_buffer_is_shared_aligned_and_fully_rewritten(k, kwargs, h, w):
         assert relative_error(layer(x), conv(x)) < 1e-5
     packed = _scratch(10)
     assert packed.data_ptr() % (4 * LANES) == 0
+
+
+@needs_numba
+def test_direct_conv_pooled_outputs_batches_match_torch(monkeypatch):
+    """Outputs from the buffer pool (every output pooled here): a batch of 3 equals torch's, an
+    output still held is never handed out again, and a dropped one is reused."""
+    from adapmtl.inference import buffers
+
+    monkeypatch.setattr(buffers, "MIN_POOLED_BYTES", 0)
+    monkeypatch.setattr(buffers, "_FREE", {})
+    monkeypatch.setattr(buffers, "_STATE", {"free_bytes": 0})
+    conv = magnitude_prune(nn.Sequential(nn.Conv2d(16, 24, 3, padding=2, dilation=2)), 0.9)[0]
+    layer = DirectSparseConv2d(conv, block=8)
+    x, y = torch.randn(3, 16, 19, 23), torch.randn(3, 16, 19, 23)
+    with torch.no_grad():
+        held = layer(x)
+        other = layer(y)
+        assert relative_error(held, conv(x)) < 1e-5
+        assert relative_error(other, conv(y)) < 1e-5
+        assert held.data_ptr() != other.data_ptr()
+        address = other.data_ptr()
+        del other
+        again = layer(y)
+        assert again.data_ptr() == address
+        assert relative_error(again, conv(y)) < 1e-5
+        assert relative_error(held, conv(x)) < 1e-5

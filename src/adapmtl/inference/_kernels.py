@@ -200,12 +200,11 @@ def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
 
 @njit(parallel=True, cache=True)
 def sparse_conv(
-    x, sample, batch, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi,
-    group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride,
-    out, bounds,
+    x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
+    tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
 ):  # fmt: skip
-    """Sparse direct convolution of a packed input (``sample`` floats per sample) into ``out``
-    (see ``layers.DirectGeometry``).
+    """Sparse direct convolution of one packed sample into ``out`` (``[out_channels, out_h,
+    out_stride]``, flat; see ``layers.DirectGeometry``).
 
     ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc``, input-channel block ``b``
     and kernel tap ``tap = kh * kernel_w + kw`` in ``offs``/``vals``; ``offs`` are offsets into the
@@ -214,45 +213,42 @@ def sparse_conv(
     fall inside the image; row block ``g`` is the ``group_rows[g]`` rows from ``group_row[g]``,
     which share that range. Column tiles only visit the kernel columns ``[kw_lo[t], kw_hi[t])``.
     """
-    out_channels = ptr.shape[0]
     blocks = ptr.shape[1]
     out_plane = out_h * out_stride
     for chunk in prange(bounds.shape[0] - 1):
         lo = bounds[chunk]
         hi = bounds[chunk + 1]
-        for n in range(batch):
-            for oc in range(lo, hi):
-                start = (n * out_channels + oc) * out_plane
-                value = bias[oc]
-                for p in range(out_plane):
-                    out[start + p] = value
-            x_n = n * sample
-            for g in range(group_row.shape[0]):
-                r = group_row[g]
-                rows = group_rows[g]
-                x_row = x_n + row_base[r]
-                k_first = kh_lo[r] * kernel_w
-                k_last = kh_hi[r] * kernel_w
-                for t in range(tile_col.shape[0]):
-                    c = tile_col[t]
-                    width = tile_width[t]
-                    x_tile = x_row + c
-                    o_tile = n * out_channels * out_plane + r * out_stride + c
-                    whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
-                    for b in range(blocks):
-                        for oc in range(lo, hi):
-                            taps = ptr[oc, b]
-                            o = o_tile + oc * out_plane
-                            if whole_rows:
+        for oc in range(lo, hi):
+            start = oc * out_plane
+            value = bias[oc]
+            for p in range(out_plane):
+                out[start + p] = value
+        for g in range(group_row.shape[0]):
+            r = group_row[g]
+            rows = group_rows[g]
+            x_row = row_base[r]
+            k_first = kh_lo[r] * kernel_w
+            k_last = kh_hi[r] * kernel_w
+            for t in range(tile_col.shape[0]):
+                c = tile_col[t]
+                width = tile_width[t]
+                x_tile = x_row + c
+                o_tile = r * out_stride + c
+                whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
+                for b in range(blocks):
+                    for oc in range(lo, hi):
+                        taps = ptr[oc, b]
+                        o = o_tile + oc * out_plane
+                        if whole_rows:
+                            _tile(
+                                rows, width, out, o, out_stride, x, x_tile, row_step, offs, vals,
+                                taps[k_first], taps[k_last],
+                            )  # fmt: skip
+                        else:
+                            for kh in range(kh_lo[r], kh_hi[r]):
                                 _tile(
                                     rows, width, out, o, out_stride, x, x_tile, row_step, offs,
-                                    vals, taps[k_first], taps[k_last],
+                                    vals, taps[kh * kernel_w + kw_lo[t]],
+                                    taps[kh * kernel_w + kw_hi[t]],
                                 )  # fmt: skip
-                            else:
-                                for kh in range(kh_lo[r], kh_hi[r]):
-                                    _tile(
-                                        rows, width, out, o, out_stride, x, x_tile, row_step,
-                                        offs, vals, taps[kh * kernel_w + kw_lo[t]],
-                                        taps[kh * kernel_w + kw_hi[t]],
-                                    )  # fmt: skip
     return out

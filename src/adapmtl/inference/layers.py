@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adapmtl.inference import buffers as _buffers
 from adapmtl.inference import threads as _threads
 
 LANES = 16
@@ -56,9 +57,10 @@ def direct_conv_supported(conv: nn.Module) -> str | None:
 class DirectGeometry:
     """Where every nonzero weight reads the packed input, for one input size.
 
-    Packed input layout: ``[N, H, C, kernel_w, out_stride]`` float32, one row of the output's
-    width per input row, channel and kernel column: element ``c`` of kernel column ``kw`` holds
-    input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is padding).
+    Packed input layout, per sample: ``[H, C, kernel_w, out_stride]`` float32, one row of the
+    output's width per input row, channel and kernel column: element ``c`` of kernel column
+    ``kw`` holds input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is
+    padding).
     So every tap reads its input for a tile of outputs as contiguous, vector-aligned vectors at
     the tile's own columns, whatever the stride, dilation and padding.
     """
@@ -261,39 +263,46 @@ class DirectSparseConv2d(nn.Module):
             geo = self.geometry(rows, FLAT_WIDTH)
         else:
             geo = self.geometry(height, width)
-        packed = self._packed(x, geo)
-        out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
+        plane = out_channels * geo.out_h * geo.out_stride
+        out = _buffers.empty(batch * plane)
         threads = _threads.sync()
         split = (geo.out_h, geo.out_w, threads)
         if split not in self._bounds:
             self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
-        self._kernel(
-            packed.numpy(), packed.numel() // batch, batch, geo.ptr, geo.offs, geo.vals, self._bias,
-            geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
-            geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
-            geo.out_h, geo.out_stride, out.numpy(), self._bounds[split],
-        )  # fmt: skip
-        _threads.restore(threads)
+        result = out.numpy()
+        # one sample at a time: the packed input of a whole batch (kernel_w times the input)
+        # would not stay in cache between packing and the kernel, and its padded copy of the
+        # input would be a fresh allocation of that size on every call
+        for n in range(batch):
+            packed = self._packed(x[n], geo)
+            self._kernel(
+                packed.numpy(), geo.ptr, geo.offs, geo.vals, self._bias, geo.row_base,
+                geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows, geo.tile_col,
+                geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1], geo.out_h,
+                geo.out_stride, result[n * plane : (n + 1) * plane], self._bounds[split],
+            )  # fmt: skip
+            _threads.restore(threads)  # before the next sample's packing runs torch ops
         if self.flatten:
             flat = out.view(batch, out_channels, geo.out_h * geo.out_stride)
             return flat[..., : height * width].view(batch, out_channels, height, width)
         return out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
 
     def _packed(self, x: torch.Tensor, geo: DirectGeometry) -> torch.Tensor:
-        """``x`` packed for ``geo`` into this thread's scratch buffer (every element the kernel
-        reads is written, padding as zeros, so all layers can share the buffer)."""
-        batch, channels, height, width = x.shape
-        packed = _scratch(batch * geo.in_h * geo.row_stride)
+        """One sample ``x`` (``[C, H, W]``) packed for ``geo`` into this thread's scratch buffer
+        (every element the kernel reads is written, padding as zeros, so all layers can share
+        the buffer)."""
+        channels, height, width = x.shape
+        packed = _scratch(geo.in_h * geo.row_stride)
         kernel_w = self.conv.kernel_size[1]
-        view = packed.view(batch, geo.in_h, channels, kernel_w, geo.out_stride)
+        view = packed.view(geo.in_h, channels, kernel_w, geo.out_stride)
         if self.flatten:
-            flat = x.reshape(batch, channels, height * width)
+            flat = x.reshape(channels, height * width)
             full, rest = divmod(height * width, FLAT_WIDTH)
-            whole = flat[..., : full * FLAT_WIDTH].reshape(batch, channels, full, FLAT_WIDTH)
-            view[:, :full, :, 0].copy_(whole.transpose(1, 2))
+            whole = flat[:, : full * FLAT_WIDTH].reshape(channels, full, FLAT_WIDTH)
+            view[:full, :, 0].copy_(whole.transpose(0, 1))
             if rest:
-                view[:, full, :, 0, :rest].copy_(flat[..., full * FLAT_WIDTH :])
-                view[:, full, :, 0, rest:].zero_()
+                view[full, :, 0, :rest].copy_(flat[:, full * FLAT_WIDTH :])
+                view[full, :, 0, rest:].zero_()
             return packed
         sw = _pair(self.conv.stride)[1]
         dw = _pair(self.conv.dilation)[1]
@@ -302,9 +311,9 @@ class DirectSparseConv2d(nn.Module):
         # column, no separate zeroing (few operations: each is a parallel region)
         span = sw * (geo.out_stride - 1) + 1
         right = max(0, span + (kernel_w - 1) * dw - pw - width)
-        rows = F.pad(x, (pw, right)).transpose(1, 2)
+        rows = F.pad(x, (pw, right)).transpose(0, 1)
         for kw in range(kernel_w):
-            view[:, :, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
+            view[:, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
         return packed
 
     def extra_repr(self) -> str:
