@@ -53,6 +53,16 @@ def direct_conv_supported(conv: nn.Module) -> str | None:
     return None
 
 
+def shares_positions(weight: torch.Tensor, out_group: int) -> bool:
+    """True if the output channels of ``weight`` (``[out, ...]``) come in consecutive groups of
+    ``out_group`` with the same nonzero positions (block-sparse weights)."""
+    out_channels = weight.shape[0]
+    if out_channels % out_group:
+        return False
+    mask = (weight.detach() != 0).reshape(out_channels // out_group, out_group, -1)
+    return bool((mask == mask[:, :1]).all())
+
+
 @dataclass
 class DirectGeometry:
     """Where every nonzero weight reads the packed input, for one input size.
@@ -86,10 +96,18 @@ class DirectGeometry:
 
     @classmethod
     def build(
-        cls, conv: nn.Conv2d, height: int, width: int, block: int, most_rows: int = ROW_BLOCKS[0]
+        cls,
+        conv: nn.Conv2d,
+        height: int,
+        width: int,
+        block: int,
+        most_rows: int = ROW_BLOCKS[0],
+        out_group: int = 1,
     ) -> DirectGeometry:
         """The geometry of ``conv`` on ``height`` x ``width`` inputs with input channels in
-        blocks of ``block`` and output rows in blocks of at most ``most_rows``."""
+        blocks of ``block``, output rows in blocks of at most ``most_rows``, and nonzero
+        positions shared by groups of ``out_group`` consecutive output channels (the union of
+        their positions, with ``out_group`` values each, zeros included)."""
         weight = conv.weight.detach()
         out_channels, group_in, kernel_h, kernel_w = weight.shape
         sh, sw = _pair(conv.stride)
@@ -103,18 +121,21 @@ class DirectGeometry:
         row_stride = conv.in_channels * kernel_w * out_stride
 
         blocks = -(-group_in // block)
+        units = out_channels // out_group
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
-        # nonzeros ordered by (input block, output channel, kh, kw, input channel): the kernel's
-        # loop over output channels for one block then reads them as one sequential stream
-        ordered = padded.reshape(out_channels, blocks, block, kernel_h, kernel_w)
-        ordered = ordered.permute(1, 0, 3, 4, 2)
-        nonzero = ordered != 0
-        counts = nonzero.sum(-1).reshape(blocks * out_channels, kernel_h * kernel_w).numpy()
-        ptr = np.zeros((blocks * out_channels, kernel_h * kernel_w + 1), np.int64)
+        # nonzeros ordered by (input block, output channel group, kh, kw, input channel): the
+        # kernel's loop over output channels for one block then reads them as one sequential
+        # stream; the values of a group's channels are consecutive
+        ordered = padded.reshape(units, out_group, blocks, block, kernel_h, kernel_w)
+        ordered = ordered.permute(2, 0, 4, 5, 3, 1)
+        nonzero = (ordered != 0).any(-1)
+        counts = nonzero.sum(-1).reshape(blocks * units, kernel_h * kernel_w).numpy()
+        ptr = np.zeros((blocks * units, kernel_h * kernel_w + 1), np.int64)
         np.cumsum(counts, axis=1, out=ptr[:, 1:])
         ptr += np.concatenate([[0], np.cumsum(ptr[:, -1])[:-1]])[:, None]
-        b, oc, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
-        vals = ordered[nonzero].numpy().astype(np.float32)
+        b, unit, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
+        vals = ordered[nonzero].reshape(-1).numpy().astype(np.float32)
+        oc = unit * out_group
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
         offs = kh * dh * row_stride + (channel * kernel_w + kw) * out_stride
         if offs.size and offs.max() > np.iinfo(np.int32).max:
@@ -145,7 +166,7 @@ class DirectGeometry:
             out_w=out_w,
             out_stride=out_stride,
             row_stride=row_stride,
-            ptr=np.ascontiguousarray(ptr.reshape(blocks, out_channels, -1).transpose(1, 0, 2)),
+            ptr=np.ascontiguousarray(ptr.reshape(blocks, units, -1).transpose(1, 0, 2)),
             offs=offs.astype(np.int32),
             vals=vals,
             row_base=((sh * rows - ph) * row_stride).astype(np.int64),
@@ -220,10 +241,15 @@ class DirectSparseConv2d(nn.Module):
     ``block``: input channels per block; nonzeros are visited block by block for every output
     channel of a row block, which keeps the input rows of one block in cache. ``rows``: most
     output rows per block (one of ``ROW_BLOCKS``); more rows visit the nonzeros fewer times but
-    need more input in cache.
+    need more input in cache. ``out_group``: 1, or ``_kernels.GROUP`` for weights whose output
+    channels share their nonzero positions in consecutive groups of that many
+    (:func:`shares_positions`; any weights give correct results, others just do more work),
+    which the kernel then visits once per group (single rows only).
     """
 
-    def __init__(self, conv: nn.Conv2d, block: int = 128, rows: int = 2) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, block: int = 128, rows: int = 2, out_group: int = 1
+    ) -> None:
         super().__init__()
         reason = direct_conv_supported(conv)
         if reason:
@@ -232,10 +258,18 @@ class DirectSparseConv2d(nn.Module):
             raise ValueError(f"rows must be one of {ROW_BLOCKS}, got {rows}")
         from adapmtl.inference import _kernels  # numba is optional: import on use
 
+        if out_group not in (1, _kernels.GROUP):
+            raise ValueError(f"out_group must be 1 or {_kernels.GROUP}, got {out_group}")
+        if out_group > 1 and (rows != 1 or (conv.out_channels // conv.groups) % out_group):
+            raise ValueError(
+                f"out_group {out_group} needs rows=1 and output channels per conv group "
+                f"divisible by {out_group}"
+            )
         self._kernel = _kernels.sparse_conv
         self.conv = conv
         self.block = min(block, conv.in_channels // conv.groups)
         self.rows = rows
+        self.out_group = out_group
         self.flatten = (
             conv.kernel_size == (1, 1)
             and _pair(conv.stride) == (1, 1)
@@ -250,7 +284,7 @@ class DirectSparseConv2d(nn.Module):
         key = (height, width)
         if key not in self._geometries:
             self._geometries[key] = DirectGeometry.build(
-                self.conv, height, width, self.block, self.rows
+                self.conv, height, width, self.block, self.rows, self.out_group
             )
         return self._geometries[key]
 
@@ -276,7 +310,8 @@ class DirectSparseConv2d(nn.Module):
         for n in range(batch):
             packed = self._packed(x[n], geo)
             self._kernel(
-                packed.numpy(), geo.ptr, geo.offs, geo.vals, self._bias, geo.row_base,
+                packed.numpy(), geo.ptr, geo.offs, geo.vals, self.out_group, self._bias,
+                geo.row_base,
                 geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows, geo.tile_col,
                 geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1], geo.out_h,
                 geo.out_stride, result[n * plane : (n + 1) * plane], self._bounds[split],
@@ -317,7 +352,8 @@ class DirectSparseConv2d(nn.Module):
         return packed
 
     def extra_repr(self) -> str:
-        return f"{self.conv}, block={self.block}, rows={self.rows}"
+        group = f", out_group={self.out_group}" if self.out_group > 1 else ""
+        return f"{self.conv}, block={self.block}, rows={self.rows}{group}"
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:
