@@ -311,10 +311,10 @@ class DirectSparseConv2d(nn.Module):
             packed = self._packed(x[n], geo)
             self._kernel(
                 packed.numpy(), geo.ptr, geo.offs, geo.vals, self.out_group, self._bias,
-                geo.row_base,
-                geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows, geo.tile_col,
-                geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1], geo.out_h,
-                geo.out_stride, result[n * plane : (n + 1) * plane], self._bounds[split],
+                geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
+                geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
+                geo.out_h, geo.out_stride, result[n * plane : (n + 1) * plane],
+                self._bounds[split],
             )  # fmt: skip
             _threads.restore(threads)  # before the next sample's packing runs torch ops
         if self.flatten:

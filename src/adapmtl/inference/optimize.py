@@ -111,13 +111,15 @@ def candidate_kernels(
         if numba_available() and direct_conv_supported(module) is None:
             group_in = module.in_channels // module.groups
             group_out = module.out_channels // module.groups
-            blocked = group_out % 4 == 0 and shares_positions(module.weight, 4)
             for name, (block, rows, out_group) in DIRECT_SHAPES.items():
                 wide = block > DIRECT_SHAPES["direct"][0]
                 if name not in kernels or (wide and group_in <= DIRECT_SHAPES["direct"][0]):
                     continue
-                if out_group == 1 or blocked:
-                    found[name] = DirectSparseConv2d(module, block, rows, out_group)
+                if out_group > 1 and (
+                    group_out % out_group or not shares_positions(module.weight, out_group)
+                ):
+                    continue
+                found[name] = DirectSparseConv2d(module, block, rows, out_group)
         if "csr" in kernels and csr_conv_supported(module):
             found["csr"] = CSRConv1x1(module)
     elif type(module) is nn.Linear and module.weight.dtype == torch.float32 and "csr" in kernels:
