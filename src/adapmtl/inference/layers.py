@@ -11,7 +11,9 @@
   stride 1 and no padding, and Linear layers).
 
 All of them compute in float32 without autograd. Output columns are padded to a multiple of 16
-internally; the returned tensor is a strided view without the padding.
+internally; the returned tensor is a strided view without the padding. Large outputs of the
+direct convolution come from :mod:`adapmtl.inference.buffers` (memory reused once no tensor
+refers to it; its storage cannot grow in place).
 """
 
 from __future__ import annotations
