@@ -234,11 +234,45 @@ def _tile(group, rows, width, out, o, ostep, cstep, x, x0, xstep, offs, vals, k0
 
 @njit(parallel=True, cache=True)
 def sparse_conv(
-    x, ptr, offs, vals, group, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
+    x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
     tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
 ):  # fmt: skip
     """Sparse direct convolution of one packed sample into ``out`` (``[out_channels, out_h,
-    out_stride]``, flat; see ``layers.DirectGeometry``).
+    out_stride]``, flat; see ``layers.DirectGeometry``), one output channel per nonzero
+    position; chunk ``c`` of threads' work is output channels ``[bounds[c], bounds[c + 1])``
+    (:func:`_chunk`)."""
+    for chunk in prange(bounds.shape[0] - 1):
+        _chunk(
+            1, bounds[chunk], bounds[chunk + 1], x, ptr, offs, vals, bias, row_base, row_step,
+            kh_lo, kh_hi, group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w,
+            out_h, out_stride, out,
+        )  # fmt: skip
+    return out
+
+
+@njit(parallel=True, cache=True)
+def sparse_conv_grouped(
+    x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
+    tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
+):  # fmt: skip
+    """:func:`sparse_conv` for block-sparse weights: ``GROUP`` output channels per nonzero
+    position (single rows; ``bounds`` count groups). A separate kernel, so that the group size
+    is a compile-time constant and neither kernel pays for the other's micro-kernel dispatch."""
+    for chunk in prange(bounds.shape[0] - 1):
+        _chunk(
+            GROUP, bounds[chunk], bounds[chunk + 1], x, ptr, offs, vals, bias, row_base,
+            row_step, kh_lo, kh_hi, group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi,
+            kernel_w, out_h, out_stride, out,
+        )  # fmt: skip
+    return out
+
+
+@njit(inline="always")
+def _chunk(
+    group, lo, hi, x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row,
+    group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out,
+):  # fmt: skip
+    """Output channels (with ``group`` > 1: channel groups) ``[lo, hi)`` of one sample.
 
     ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc`` (with ``group`` > 1: of
     the ``group`` channels from ``group * oc``, which share their positions and have ``group``
@@ -251,41 +285,37 @@ def sparse_conv(
     """
     blocks = ptr.shape[1]
     out_plane = out_h * out_stride
-    for chunk in prange(bounds.shape[0] - 1):
-        lo = bounds[chunk]
-        hi = bounds[chunk + 1]
-        for oc in range(group * lo, group * hi):
-            start = oc * out_plane
-            value = bias[oc]
-            for p in range(out_plane):
-                out[start + p] = value
-        for g in range(group_row.shape[0]):
-            r = group_row[g]
-            rows = group_rows[g]
-            x_row = row_base[r]
-            k_first = kh_lo[r] * kernel_w
-            k_last = kh_hi[r] * kernel_w
-            for t in range(tile_col.shape[0]):
-                c = tile_col[t]
-                width = tile_width[t]
-                x_tile = x_row + c
-                o_tile = r * out_stride + c
-                whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
-                for b in range(blocks):
-                    for oc in range(lo, hi):
-                        taps = ptr[oc, b]
-                        o = o_tile + group * oc * out_plane
-                        if whole_rows:
+    for oc in range(group * lo, group * hi):
+        start = oc * out_plane
+        value = bias[oc]
+        for p in range(out_plane):
+            out[start + p] = value
+    for g in range(group_row.shape[0]):
+        r = group_row[g]
+        rows = group_rows[g]
+        x_row = row_base[r]
+        k_first = kh_lo[r] * kernel_w
+        k_last = kh_hi[r] * kernel_w
+        for t in range(tile_col.shape[0]):
+            c = tile_col[t]
+            width = tile_width[t]
+            x_tile = x_row + c
+            o_tile = r * out_stride + c
+            whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
+            for b in range(blocks):
+                for oc in range(lo, hi):
+                    taps = ptr[oc, b]
+                    o = o_tile + group * oc * out_plane
+                    if whole_rows:
+                        _tile(
+                            group, rows, width, out, o, out_stride, out_plane, x, x_tile,
+                            row_step, offs, vals, taps[k_first], taps[k_last],
+                        )  # fmt: skip
+                    else:
+                        for kh in range(kh_lo[r], kh_hi[r]):
                             _tile(
-                                group, rows, width, out, o, out_stride, out_plane, x, x_tile,
-                                row_step, offs, vals, taps[k_first], taps[k_last],
+                                group, rows, width, out, o, out_stride, out_plane, x,
+                                x_tile, row_step, offs, vals,
+                                taps[kh * kernel_w + kw_lo[t]],
+                                taps[kh * kernel_w + kw_hi[t]],
                             )  # fmt: skip
-                        else:
-                            for kh in range(kh_lo[r], kh_hi[r]):
-                                _tile(
-                                    group, rows, width, out, o, out_stride, out_plane, x,
-                                    x_tile, row_step, offs, vals,
-                                    taps[kh * kernel_w + kw_lo[t]],
-                                    taps[kh * kernel_w + kw_hi[t]],
-                                )  # fmt: skip
-    return out

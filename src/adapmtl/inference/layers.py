@@ -267,7 +267,7 @@ class DirectSparseConv2d(nn.Module):
                 f"out_group {out_group} needs rows=1 and output channels per conv group "
                 f"divisible by {out_group}"
             )
-        self._kernel = _kernels.sparse_conv
+        self._kernel = _kernels.sparse_conv_grouped if out_group > 1 else _kernels.sparse_conv
         self.conv = conv
         self.block = min(block, conv.in_channels // conv.groups)
         self.rows = rows
@@ -312,7 +312,7 @@ class DirectSparseConv2d(nn.Module):
         for n in range(batch):
             packed = self._packed(x[n], geo)
             self._kernel(
-                packed.numpy(), geo.ptr, geo.offs, geo.vals, self.out_group, self._bias,
+                packed.numpy(), geo.ptr, geo.offs, geo.vals, self._bias,
                 geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
                 geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
                 geo.out_h, geo.out_stride, result[n * plane : (n + 1) * plane],
