@@ -12,7 +12,7 @@ alias, and vectorizes over the nonzeros instead.
 
 Block-sparse weights, whose output channels share their nonzero positions in groups of
 ``GROUP``, have single-row variants that load each input vector once for all ``GROUP`` channels
-(``GROUP`` FMAs per load instead of one).
+(``GROUP`` FMAs per load instead of one), in their own kernel, ``sparse_conv_grouped``.
 
 Work is split over threads by output channel, in chunks of balanced nonzero counts. Loop order:
 row block, column tile, input-channel block, output channel, so the input segment that one
