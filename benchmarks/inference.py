@@ -10,11 +10,15 @@ export, checked against PyTorch), timed interleaved with the sparse model in the
 Sparse models are made without training, by per-layer magnitude pruning to each target
 (``adapmtl.inference.pruning.magnitude_prune``) of a randomly initialised model; the kernels only
 see where the zeros are, so trained weights at the same per-layer densities time the same.
+``--blocks 4`` prunes blocks of 4 output channels at one (input channel, kernel position) by
+their L2 norm instead (``block_magnitude_prune``): a probe of what block-structured masks buy
+the kernels (``direct-block4``), which the training methods do not produce.
 
     python benchmarks/inference.py                        # everything (long: full-size models)
     python benchmarks/inference.py --models deeplab_resnet34_cpu --sparsities 0.9 --repeats 3
     python benchmarks/inference.py --models deeplab_resnet34 --sparsities 0.9,0.95 \
         --threads 1,2 --batch 1,8
+    python benchmarks/inference.py --models deeplab_resnet34 --sparsities 0.9 --blocks 1,4
     python benchmarks/inference.py --models deeplab_resnet34 --threads 2 \
         --write docs/results/inference.md --append          # add a section to the page
 """
@@ -42,7 +46,7 @@ from adapmtl.inference.onnx_export import (
     session,
     to_onnx_program,
 )
-from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
+from adapmtl.inference.pruning import block_magnitude_prune, calibrate_batchnorm, magnitude_prune
 from adapmtl.models import build_model
 from adapmtl.sparsity.export import export_model
 
@@ -62,6 +66,7 @@ class Row:
     threads: int
     batch: int
     sparsity: float
+    blocks: int
     dense_mib: float
     sparse_mib: float
     macs_g: float
@@ -101,6 +106,7 @@ class Subject:
 
     name: str
     sparsity: float
+    blocks: int
     model: torch.nn.Module
     size: tuple[int, int]
     file_sizes: dict[str, int]
@@ -109,10 +115,14 @@ class Subject:
     onnx: bytes | None
 
 
-def prepare(name: str, sparsity: float, with_onnxruntime: bool) -> Subject:
+def prepare(name: str, sparsity: float, blocks: int, with_onnxruntime: bool) -> Subject:
     torch.manual_seed(0)
     height, width = INPUT_SIZES[name]
-    model = magnitude_prune(build_model(name, TASKS).eval(), sparsity)
+    model = build_model(name, TASKS).eval()
+    if blocks > 1:
+        model = block_magnitude_prune(model, sparsity, block=blocks)
+    else:
+        model = magnitude_prune(model, sparsity)
     calibrate_batchnorm(model, torch.randn(2, 3, height, width))
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {
@@ -125,7 +135,7 @@ def prepare(name: str, sparsity: float, with_onnxruntime: bool) -> Subject:
         program, _ = to_onnx_program(model, torch.zeros(2, 3, height, width))
         onnx = program.model_proto.SerializeToString()
     return Subject(
-        name, sparsity, model, (height, width), sizes, cost.overall.macs,
+        name, sparsity, blocks, model, (height, width), sizes, cost.overall.macs,
         cost.overall.nonzero_macs, onnx,
     )  # fmt: skip
 
@@ -151,6 +161,7 @@ def measure(subject: Subject, threads: int, batch: int, args: argparse.Namespace
         threads=threads,
         batch=batch,
         sparsity=subject.sparsity,
+        blocks=subject.blocks,
         dense_mib=subject.file_sizes["dense"] / 2**20,
         sparse_mib=subject.file_sizes["sparse"] / 2**20,
         macs_g=subject.macs / 1e9,
@@ -211,7 +222,8 @@ def write_markdown(rows: list[Row], command: str, notes: list[str], title: str) 
         "```",
         "",
         "Sparse models: random initialisation, then every Conv/Linear weight magnitude-pruned to "
-        "the target sparsity (no training; kernels only see where the zeros are), BN statistics "
+        "the target sparsity (no training; kernels only see where the zeros are; rows marked "
+        "'blocks of 4': in blocks of 4 output channels by L2 norm), BN statistics "
         "set from one random batch so that signal reaches the heads. NYUv2 tasks "
         "(seg 40, normal 3, depth 1). Files: `adapmtl export --format dense|sparse` "
         "(safetensors; sparse = nonzero values + bitmask). MACs: multiply-accumulates of one "
@@ -233,7 +245,8 @@ def write_markdown(rows: list[Row], command: str, notes: list[str], title: str) 
         ort = "-" if r.onnxruntime_ms is None else f"{r.onnxruntime_ms:.0f}"
         lines.append(
             f"| {r.model} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.threads} "
-            f"| {100 * r.sparsity:.0f}% | {r.dense_mib:.1f} | {r.sparse_mib:.1f} "
+            f"| {100 * r.sparsity:.0f}%{f' (blocks of {r.blocks})' if r.blocks > 1 else ''} "
+            f"| {r.dense_mib:.1f} | {r.sparse_mib:.1f} "
             f"| {r.size_ratio:.3f} | {r.macs_g * r.batch:.2f} | {r.nonzero_macs_g * r.batch:.2f} "
             f"| {r.dense_ms:.0f} | {ort} | {r.sparse_ms:.0f} | {r.speedup:.2f}x "
             f"| {r.reference_speedup:.2f}x | {r.sparse_layers}/{r.layers} "
@@ -248,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
     parser.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     parser.add_argument("--batch", default="1", help="batch sizes, e.g. 1,8")
+    parser.add_argument(
+        "--blocks",
+        default="1",
+        help="prune blocks of this many output channels together (1: weight by weight), e.g. 1,4",
+    )
     parser.add_argument(
         "--no-onnxruntime",
         action="store_true",
@@ -265,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--append needs --write PAGE")
     thread_counts = [int(t) for t in args.threads.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
-    if min(thread_counts + batches) < 1:
-        parser.error("--threads and --batch take positive integers")
+    block_sizes = [int(b) for b in args.blocks.split(",")]
+    if min(thread_counts + batches + block_sizes) < 1:
+        parser.error("--threads, --batch and --blocks take positive integers")
     args.onnxruntime_version = None if args.no_onnxruntime else onnxruntime_version()
     if not args.no_onnxruntime and args.onnxruntime_version is None:
         print("onnxruntime (or onnx, onnxscript) is not installed: PyTorch is the only reference")
@@ -279,14 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         for sparsity in sparsities:
-            subject = prepare(name, sparsity, args.onnxruntime_version is not None)
-            for threads in thread_counts:
-                for batch in batches:
-                    row = measure(subject, threads, batch, args)
-                    extra = {"speedup": row.speedup, "reference_speedup": row.reference_speedup}
-                    print(json.dumps(row.__dict__ | extra), flush=True)
-                    rows.append(row)
-    rows.sort(key=lambda r: (names.index(r.model), r.batch, r.threads, r.sparsity))
+            for blocks in block_sizes:
+                subject = prepare(name, sparsity, blocks, args.onnxruntime_version is not None)
+                for threads in thread_counts:
+                    for batch in batches:
+                        row = measure(subject, threads, batch, args)
+                        extra = {"speedup": row.speedup, "reference_speedup": row.reference_speedup}
+                        print(json.dumps(row.__dict__ | extra), flush=True)
+                        rows.append(row)
+    rows.sort(key=lambda r: (names.index(r.model), r.batch, r.threads, r.sparsity, r.blocks))
     load_after = tuple(round(v, 2) for v in os.getloadavg())
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/inference.py " + " ".join(given)

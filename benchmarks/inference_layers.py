@@ -2,10 +2,11 @@
 layer's nonzero MACs, and the time spent outside the sparse kernels (issue 17, goal 1).
 
 The model is pruned and optimized as in ``benchmarks/inference.py`` (per-layer magnitude pruning
-of a randomly initialised model, BN statistics from one random batch, ``optimize`` with
-``--layer-repeats``). Then the dense model and the optimized copy run ``--repeats`` times each,
-alternating, with a timer on every leaf module (Conv2d, BatchNorm2d, ReLU, ... and the sparse
-kernels), and each module's median time is reported:
+of a randomly initialised model, in blocks of output channels with ``--blocks 4``, BN statistics
+from one random batch, ``optimize`` with ``--layer-repeats``). Then the dense model and the
+optimized copy run ``--repeats`` times each, alternating, with a timer on every leaf module
+(Conv2d, BatchNorm2d, ReLU, ... and the sparse kernels), and each module's median time is
+reported:
 
 * per Conv/Linear layer: dense time, time of the kernel ``optimize`` chose, and the "FLOP limit"
   = dense time x nonzero MACs / MACs (a sparse kernel as efficient per MAC as the dense one);
@@ -36,7 +37,7 @@ from torch import nn
 from adapmtl.analysis import count_cost
 from adapmtl.inference import optimize
 from adapmtl.inference.layers import CSRConv1x1, CSRLinear, DirectSparseConv2d
-from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
+from adapmtl.inference.pruning import block_magnitude_prune, calibrate_batchnorm, magnitude_prune
 from adapmtl.models import build_model
 
 TASKS = {"seg": 40, "normal": 3, "depth": 1}
@@ -110,7 +111,11 @@ def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size = SIZES[args.model]
-    model = magnitude_prune(build_model(args.model, TASKS).eval(), args.sparsity)
+    model = build_model(args.model, TASKS).eval()
+    if args.blocks > 1:
+        model = block_magnitude_prune(model, args.sparsity, block=args.blocks)
+    else:
+        model = magnitude_prune(model, args.sparsity)
     calibrate_batchnorm(model, torch.randn(2, 3, size, size))
     cost = {layer.path: layer for layer in count_cost(model, (size, size)).layers}
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -147,6 +152,7 @@ def measure(args: argparse.Namespace) -> dict:
         "model": args.model,
         "size": size,
         "sparsity": args.sparsity,
+        "blocks": args.blocks,
         "threads": args.threads,
         "torch": torch.__version__,
         "load_before": list(load_before),
@@ -160,8 +166,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 def markdown(r: dict, top: int) -> str:
     dense, sparse = r["by_kind"]["dense"], r["by_kind"]["sparse"]
+    blocks = f" in blocks of {r['blocks']} output channels" if r["blocks"] > 1 else ""
     lines = [
-        f"`{r['model']}` {r['size']}x{r['size']}, {100 * r['sparsity']:.0f} % per layer, "
+        f"`{r['model']}` {r['size']}x{r['size']}, {100 * r['sparsity']:.0f} % per layer{blocks}, "
         f"{r['threads']} thread(s), batch 1; load average before {r['load_before']}, after "
         f"{r['load_after']}. End to end with module timers: dense {r['dense_ms']:.0f} ms, "
         f"sparse {r['sparse_ms']:.0f} ms ({r['dense_ms'] / r['sparse_ms']:.2f}x).",
@@ -208,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="deeplab_resnet34", choices=sorted(SIZES))
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument(
+        "--blocks", type=int, default=1, help="prune blocks of this many output channels"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layer-repeats", type=int, default=3)

@@ -261,3 +261,26 @@ def test_without_numba_only_csr_kernels_are_tried(monkeypatch):
     }  # fmt: skip
     with torch.no_grad():
         assert relative_error(fast(x)["seg"], model(x)["seg"]) < 1e-4
+
+
+@needs_numba
+def test_optimize_tries_block_kernels_only_on_block_structured_weights():
+    from adapmtl.inference.optimize import candidate_kernels
+    from adapmtl.inference.pruning import block_magnitude_prune
+
+    blocked = block_magnitude_prune(Small().eval(), 0.8)
+    plain = magnitude_prune(Small().eval(), 0.8)
+    assert "direct-block4" in candidate_kernels(blocked.backbone[3])
+    assert "direct-block4-wide" not in candidate_kernels(blocked.backbone[3])  # 16 inputs
+    assert "direct-block4" not in candidate_kernels(plain.backbone[3])
+    assert "direct-block4" not in candidate_kernels(blocked.heads["seg"][2])  # 5 outputs
+    x = torch.randn(2, 3, 24, 24)
+    fast, plan = optimize(blocked, x, kernels=("direct-block4",), min_speedup=0.0, repeats=1)
+    kernels = {c.path: c.kernel for c in plan.layers}
+    assert kernels["backbone.0"] == kernels["backbone.3"] == "direct-block4"
+    assert kernels["heads.seg.0"] == "direct-block4" and kernels["heads.seg.2"] == "dense"
+    assert fast.backbone[3].out_group == 4
+    with torch.no_grad():
+        expected, got = blocked(x), fast(x)
+    for task in expected:
+        assert relative_error(got[task], expected[task]) < 1e-4

@@ -14,6 +14,7 @@ from adapmtl.inference.layers import (
     DirectSparseConv2d,
     _row_blocks,
     _scratch,
+    shares_positions,
 )
 from adapmtl.inference.optimize import relative_error
 from adapmtl.inference.pruning import magnitude_prune
@@ -134,3 +135,85 @@ def test_packed_buffer_is_shared_aligned_and_fully_rewritten(k, kwargs, h, w):
         assert relative_error(layer(x), conv(x)) < 1e-5
     packed = _scratch(10)
     assert packed.data_ptr() % (4 * LANES) == 0
+
+
+@needs_numba
+def test_direct_conv_pooled_outputs_batches_match_torch(monkeypatch):
+    """Outputs from the buffer pool (every output pooled here): a batch of 3 equals torch's, an
+    output still held is never handed out again, and a dropped one is reused."""
+    from adapmtl.inference import buffers
+
+    monkeypatch.setattr(buffers, "MIN_POOLED_BYTES", 0)
+    monkeypatch.setattr(buffers, "_FREE", {})
+    monkeypatch.setattr(buffers, "_STATE", {"free_bytes": 0})
+    conv = magnitude_prune(nn.Sequential(nn.Conv2d(16, 24, 3, padding=2, dilation=2)), 0.9)[0]
+    layer = DirectSparseConv2d(conv, block=8)
+    x, y = torch.randn(3, 16, 19, 23), torch.randn(3, 16, 19, 23)
+    with torch.no_grad():
+        held = layer(x)
+        other = layer(y)
+        assert relative_error(held, conv(x)) < 1e-5
+        assert relative_error(other, conv(y)) < 1e-5
+        assert held.data_ptr() != other.data_ptr()
+        address = other.data_ptr()
+        del other
+        again = layer(y)
+        assert again.data_ptr() == address
+        assert relative_error(again, conv(y)) < 1e-5
+        assert relative_error(held, conv(x)) < 1e-5
+
+
+def block_sparse_conv(cin, cout, k, density, seed=0, **kwargs) -> nn.Conv2d:
+    """A conv whose output channels share their nonzero positions in groups of 4."""
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, **kwargs)
+    with torch.no_grad():
+        keep = torch.rand(cout // 4, *conv.weight.shape[1:]) < density
+        conv.weight.mul_(keep.repeat_interleave(4, 0))
+    return conv
+
+
+BLOCK_SHAPES = [s for s in SHAPES if (s[1] // s[3].get("groups", 1)) % 4 == 0] + [
+    (4, 8, 3, {"stride": 2, "padding": 1}, 2, 31, 67),
+    (8, 16, 3, {"padding": 1, "groups": 2}, 2, 13, 50),  # groups of 4 inside each conv group
+]
+
+
+@needs_numba
+@pytest.mark.parametrize(("cin", "cout", "k", "kwargs", "batch", "h", "w"), BLOCK_SHAPES)
+@pytest.mark.parametrize("density", [0.1, 0.5])
+def test_block_direct_conv_matches_torch(cin, cout, k, kwargs, batch, h, w, density):
+    conv = block_sparse_conv(cin, cout, k, density, **kwargs)
+    assert shares_positions(conv.weight, 4)
+    x = torch.randn(batch, cin, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = conv(x)
+        for block in (3, 64):
+            got = DirectSparseConv2d(conv, block=block, rows=1, out_group=4)(x)
+            assert got.shape == expected.shape
+            assert relative_error(got, expected) < 1e-5, block
+
+
+@needs_numba
+def test_block_direct_conv_on_unstructured_weights_is_still_exact():
+    """Groups visit the union of their channels' positions (zeros included): slower on
+    unstructured weights, but correct."""
+    conv = random_sparse_conv(8, 12, 3, 0.2, padding=1)
+    assert not shares_positions(conv.weight, 4)
+    x = torch.randn(2, 8, 15, 33)
+    with torch.no_grad():
+        got = DirectSparseConv2d(conv, rows=1, out_group=4)(x)
+        assert relative_error(got, conv(x)) < 1e-5
+
+
+def test_shares_positions_and_block_arguments():
+    assert shares_positions(block_sparse_conv(4, 8, 3, 0.3).weight, 4)
+    assert not shares_positions(block_sparse_conv(4, 8, 3, 0.3).weight[1:], 4)  # 7 channels
+    assert not shares_positions(random_sparse_conv(4, 8, 3, 0.3).weight, 4)
+    if numba_available():
+        with pytest.raises(ValueError, match="out_group"):
+            DirectSparseConv2d(block_sparse_conv(4, 8, 3, 0.3), rows=2, out_group=4)
+        with pytest.raises(ValueError, match="out_group"):
+            DirectSparseConv2d(nn.Conv2d(4, 6, 3), rows=1, out_group=4)
+        with pytest.raises(ValueError, match="out_group"):
+            DirectSparseConv2d(nn.Conv2d(4, 8, 3), rows=1, out_group=3)

@@ -150,3 +150,25 @@ def test_bench_command_prints_plan_and_end_to_end(tmp_path, capsys):
 
     data = json.loads(report.read_text())
     assert data["end_to_end"]["max_rel_error"] < 1e-4
+
+
+def test_block_magnitude_prune_keeps_largest_blocks_shared_by_4_channels():
+    from adapmtl.inference.layers import shares_positions
+    from adapmtl.inference.pruning import block_magnitude_prune
+
+    original = {p: m.weight.detach().clone() for p, m in net().named_modules() if p and
+                isinstance(m, nn.Conv2d)}  # fmt: skip
+    model = block_magnitude_prune(net(), 0.75)
+    for path, before in original.items():
+        after = model.get_submodule(path).weight
+        assert torch.equal(after[after != 0], before[after != 0])  # survivors unchanged
+        if before.shape[0] % 4:  # heads with 2 and 1 outputs: weight by weight
+            assert int((after == 0).sum()) == round(0.75 * before.numel())
+            continue
+        assert shares_positions(after, 4)
+        norms = before.reshape(before.shape[0] // 4, 4, -1).norm(dim=1).flatten()
+        kept = (after.reshape(before.shape[0] // 4, 4, -1) != 0).any(1).flatten()
+        assert int((~kept).sum()) == round(0.75 * norms.numel())
+        assert norms[kept].min() >= norms[~kept].max()  # the largest-norm blocks stayed
+    with pytest.raises(ValueError, match="block"):
+        block_magnitude_prune(net(), 0.5, block=0)

@@ -10,6 +10,10 @@ L2/L3 for large layers) by the block height, and gives the FMA units independent
 own loop vectorizer does not produce this: it cannot prove that the output and input arrays do not
 alias, and vectorizes over the nonzeros instead.
 
+Block-sparse weights, whose output channels share their nonzero positions in groups of
+``GROUP``, have single-row variants that load each input vector once for all ``GROUP`` channels
+(``GROUP`` FMAs per load instead of one), in their own kernel, ``sparse_conv_grouped``.
+
 Work is split over threads by output channel, in chunks of balanced nonzero counts. Loop order:
 row block, column tile, input-channel block, output channel, so the input segment that one
 (row block, tile, channel block) needs stays in cache while every output channel of the chunk
@@ -25,6 +29,8 @@ from numba.extending import intrinsic
 
 LANES = 16
 """Floats per vector register (AVX-512; LLVM splits the vectors on narrower CPUs)."""
+GROUP = 4
+"""Output channels sharing every nonzero position in the block-sparse variants (single rows)."""
 
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
@@ -32,25 +38,28 @@ _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_F32, LANES)
 
 
-def _micro_kernel(nvec: int, rows: int):
-    """``tile(out, o, ostep, x, x0, xstep, offs, vals, k0, k1)``: for each row ``i < rows``,
-    ``out[o + i*ostep :][:16*nvec] += sum_k vals[k] * x[x0 + offs[k] + i*xstep :][:16*nvec]``
-    over ``k`` in ``[k0, k1)`` (float32, unchecked).
+def _micro_kernel(nvec: int, rows: int, group: int = 1):
+    """``tile(out, o, ostep, cstep, x, x0, xstep, offs, vals, k0, k1)``: for each row
+    ``i < rows`` and output channel ``g < group``, ``out[o + i*ostep + g*cstep :][:16*nvec] +=
+    sum_k vals[k*group + g] * x[x0 + offs[k] + i*xstep :][:16*nvec]`` over ``k`` in ``[k0, k1)``
+    (float32, unchecked).
 
-    The main loop takes ``sets`` nonzeros per iteration into separate accumulator sets, so that
-    at least 8 independent FMA chains hide the FMA latency (two FMA units x four cycles); a tail
-    loop takes the remainder one at a time.
+    With ``group > 1`` the ``group`` output channels share every nonzero position (block-sparse
+    weights): each input vector is loaded once and multiply-added into all of their
+    accumulators. The main loop takes ``sets`` nonzeros per iteration into separate accumulator
+    sets, so that at least 8 independent FMA chains hide the FMA latency (two FMA units x four
+    cycles); a tail loop takes the remainder one at a time.
     """
-    chains = nvec * rows
+    chains = group * rows * nvec
     sets = max(1, -(-8 // chains))
 
     @intrinsic
-    def tile(typingctx, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
-        sig = types.void(out, o, ostep, x, x0, xstep, offs, vals, k0, k1)
+    def tile(typingctx, out, o, ostep, cstep, x, x0, xstep, offs, vals, k0, k1):
+        sig = types.void(out, o, ostep, cstep, x, x0, xstep, offs, vals, k0, k1)
 
         def codegen(context, builder, signature, args):
-            out_t, _, _, x_t, _, _, offs_t, vals_t, _, _ = signature.args
-            out_v, o_v, ostep_v, x_v, x0_v, xstep_v, offs_v, vals_v, k0_v, k1_v = args
+            out_t, _, _, _, x_t, _, _, offs_t, vals_t, _, _ = signature.args
+            out_v, o_v, ostep_v, cstep_v, x_v, x0_v, xstep_v, offs_v, vals_v, k0_v, k1_v = args
             out_p = context.make_array(out_t)(context, builder, out_v).data
             x_p = context.make_array(x_t)(context, builder, x_v).data
             offs_p = context.make_array(offs_t)(context, builder, offs_v).data
@@ -61,33 +70,47 @@ def _micro_kernel(nvec: int, rows: int):
                 f"llvm.fma.v{LANES}f32",
             )
             zero = ir.Constant(_VEC, [0.0] * LANES)
-            # element offsets of every (row, vector) of the block, relative to a row start
+            # element offsets of every (row, vector) of the block, relative to a row start;
+            # accumulators are ordered (channel, row, vector)
             x_shifts = [
                 builder.add(builder.mul(xstep_v, _I64(i)), _I64(LANES * v))
                 for i in range(rows)
                 for v in range(nvec)
             ]
             o_shifts = [
-                builder.add(builder.mul(ostep_v, _I64(i)), _I64(LANES * v))
+                builder.add(
+                    builder.add(builder.mul(cstep_v, _I64(g)), builder.mul(ostep_v, _I64(i))),
+                    _I64(LANES * v),
+                )
+                for g in range(group)
                 for i in range(rows)
                 for v in range(nvec)
             ]
 
-            def multiply_add(k, accs):
-                offset = builder.sext(builder.load(builder.gep(offs_p, [k])), _I64)
-                base = builder.add(x0_v, offset)
-                weight = builder.load(builder.gep(vals_p, [k]))
-                splat = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(_VEC, ir.Undefined), weight, _I32(0)),
+            def splat(value):
+                return builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(_VEC, ir.Undefined), value, _I32(0)),
                     ir.Constant(_VEC, ir.Undefined),
                     ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES),
                 )
-                updated = []
-                for shift, acc in zip(x_shifts, accs, strict=True):
+
+            def multiply_add(k, accs):
+                offset = builder.sext(builder.load(builder.gep(offs_p, [k])), _I64)
+                base = builder.add(x0_v, offset)
+                first = builder.mul(k, _I64(group))
+                weights = [
+                    splat(builder.load(builder.gep(vals_p, [builder.add(first, _I64(g))])))
+                    for g in range(group)
+                ]
+                segments = []
+                for shift in x_shifts:
                     ptr = builder.gep(x_p, [builder.add(base, shift)])
-                    segment = builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
-                    updated.append(builder.call(fma, [segment, splat, acc]))
-                return updated
+                    segments.append(builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4))
+                return [
+                    builder.call(fma, [segments[j], weights[g], accs[g * len(segments) + j]])
+                    for g in range(group)
+                    for j in range(len(segments))
+                ]
 
             entry = builder.basic_block
             main = builder.append_basic_block("tile.main")
@@ -163,14 +186,25 @@ def _micro_kernel(nvec: int, rows: int):
 _r4w64, _r4w48, _r4w32, _r4w16 = (_micro_kernel(n, 4) for n in (4, 3, 2, 1))
 _r2w64, _r2w48, _r2w32, _r2w16 = (_micro_kernel(n, 2) for n in (4, 3, 2, 1))
 _r1w64, _r1w48, _r1w32, _r1w16 = (_micro_kernel(n, 1) for n in (4, 3, 2, 1))
+_g4w64, _g4w48, _g4w32, _g4w16 = (_micro_kernel(n, 1, GROUP) for n in (4, 3, 2, 1))
 
 
 @njit(inline="always")
-def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
+def _tile(group, rows, width, out, o, ostep, cstep, x, x0, xstep, offs, vals, k0, k1):
     """The micro-kernel for ``rows`` x ``width`` outputs (``layers.ROW_BLOCKS`` x
-    ``layers.TILE_WIDTHS``)."""
-    a = (out, o, ostep, x, x0, xstep, offs, vals, k0, k1)
-    if rows == 4:
+    ``layers.TILE_WIDTHS``) of one output channel, or with ``group == GROUP`` of ``GROUP``
+    channels ``cstep`` apart (single rows)."""
+    a = (out, o, ostep, cstep, x, x0, xstep, offs, vals, k0, k1)
+    if group == GROUP:
+        if width == 64:
+            _g4w64(*a)
+        elif width == 48:
+            _g4w48(*a)
+        elif width == 32:
+            _g4w32(*a)
+        else:
+            _g4w16(*a)
+    elif rows == 4:
         if width == 64:
             _r4w64(*a)
         elif width == 48:
@@ -200,59 +234,88 @@ def _tile(rows, width, out, o, ostep, x, x0, xstep, offs, vals, k0, k1):
 
 @njit(parallel=True, cache=True)
 def sparse_conv(
-    x, sample, batch, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi,
-    group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride,
-    out, bounds,
+    x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
+    tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
 ):  # fmt: skip
-    """Sparse direct convolution of a packed input (``sample`` floats per sample) into ``out``
-    (see ``layers.DirectGeometry``).
+    """Sparse direct convolution of one packed sample into ``out`` (``[out_channels, out_h,
+    out_stride]``, flat; see ``layers.DirectGeometry``), one output channel per nonzero
+    position; chunk ``c`` of threads' work is output channels ``[bounds[c], bounds[c + 1])``
+    (:func:`_chunk`)."""
+    for chunk in prange(bounds.shape[0] - 1):
+        _chunk(
+            1, bounds[chunk], bounds[chunk + 1], x, ptr, offs, vals, bias, row_base, row_step,
+            kh_lo, kh_hi, group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w,
+            out_h, out_stride, out,
+        )  # fmt: skip
+    return out
 
-    ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc``, input-channel block ``b``
-    and kernel tap ``tap = kh * kernel_w + kw`` in ``offs``/``vals``; ``offs`` are offsets into the
-    packed input relative to the start of an output row (``row_base[r]``; the next output row
-    starts ``row_step`` later). Rows ``r`` only visit the kernel rows ``[kh_lo[r], kh_hi[r])`` that
+
+@njit(parallel=True, cache=True)
+def sparse_conv_grouped(
+    x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row, group_rows,
+    tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out, bounds,
+):  # fmt: skip
+    """:func:`sparse_conv` for block-sparse weights: ``GROUP`` output channels per nonzero
+    position (single rows; ``bounds`` count groups). A separate kernel, so that the group size
+    is a compile-time constant and neither kernel pays for the other's micro-kernel dispatch."""
+    for chunk in prange(bounds.shape[0] - 1):
+        _chunk(
+            GROUP, bounds[chunk], bounds[chunk + 1], x, ptr, offs, vals, bias, row_base,
+            row_step, kh_lo, kh_hi, group_row, group_rows, tile_col, tile_width, kw_lo, kw_hi,
+            kernel_w, out_h, out_stride, out,
+        )  # fmt: skip
+    return out
+
+
+@njit(inline="always")
+def _chunk(
+    group, lo, hi, x, ptr, offs, vals, bias, row_base, row_step, kh_lo, kh_hi, group_row,
+    group_rows, tile_col, tile_width, kw_lo, kw_hi, kernel_w, out_h, out_stride, out,
+):  # fmt: skip
+    """Output channels (with ``group`` > 1: channel groups) ``[lo, hi)`` of one sample.
+
+    ``ptr[oc, b, tap]`` delimits the nonzeros of output channel ``oc`` (with ``group`` > 1: of
+    the ``group`` channels from ``group * oc``, which share their positions and have ``group``
+    consecutive values each), input-channel block ``b`` and kernel tap
+    ``tap = kh * kernel_w + kw`` in ``offs``/``vals``; ``offs`` are offsets into the packed
+    input relative to the start of an output row (``row_base[r]``; the next output row starts
+    ``row_step`` later). Rows ``r`` only visit the kernel rows ``[kh_lo[r], kh_hi[r])`` that
     fall inside the image; row block ``g`` is the ``group_rows[g]`` rows from ``group_row[g]``,
     which share that range. Column tiles only visit the kernel columns ``[kw_lo[t], kw_hi[t])``.
     """
-    out_channels = ptr.shape[0]
     blocks = ptr.shape[1]
     out_plane = out_h * out_stride
-    for chunk in prange(bounds.shape[0] - 1):
-        lo = bounds[chunk]
-        hi = bounds[chunk + 1]
-        for n in range(batch):
-            for oc in range(lo, hi):
-                start = (n * out_channels + oc) * out_plane
-                value = bias[oc]
-                for p in range(out_plane):
-                    out[start + p] = value
-            x_n = n * sample
-            for g in range(group_row.shape[0]):
-                r = group_row[g]
-                rows = group_rows[g]
-                x_row = x_n + row_base[r]
-                k_first = kh_lo[r] * kernel_w
-                k_last = kh_hi[r] * kernel_w
-                for t in range(tile_col.shape[0]):
-                    c = tile_col[t]
-                    width = tile_width[t]
-                    x_tile = x_row + c
-                    o_tile = n * out_channels * out_plane + r * out_stride + c
-                    whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
-                    for b in range(blocks):
-                        for oc in range(lo, hi):
-                            taps = ptr[oc, b]
-                            o = o_tile + oc * out_plane
-                            if whole_rows:
-                                _tile(
-                                    rows, width, out, o, out_stride, x, x_tile, row_step, offs,
-                                    vals, taps[k_first], taps[k_last],
-                                )  # fmt: skip
-                            else:
-                                for kh in range(kh_lo[r], kh_hi[r]):
-                                    _tile(
-                                        rows, width, out, o, out_stride, x, x_tile, row_step,
-                                        offs, vals, taps[kh * kernel_w + kw_lo[t]],
-                                        taps[kh * kernel_w + kw_hi[t]],
-                                    )  # fmt: skip
-    return out
+    for oc in range(group * lo, group * hi):
+        start = oc * out_plane
+        value = bias[oc]
+        for p in range(out_plane):
+            out[start + p] = value
+    for g in range(group_row.shape[0]):
+        r = group_row[g]
+        rows = group_rows[g]
+        x_row = row_base[r]
+        k_first = kh_lo[r] * kernel_w
+        k_last = kh_hi[r] * kernel_w
+        for t in range(tile_col.shape[0]):
+            c = tile_col[t]
+            width = tile_width[t]
+            x_tile = x_row + c
+            o_tile = r * out_stride + c
+            whole_rows = kw_lo[t] == 0 and kw_hi[t] == kernel_w
+            for b in range(blocks):
+                for oc in range(lo, hi):
+                    taps = ptr[oc, b]
+                    o = o_tile + group * oc * out_plane
+                    if whole_rows:
+                        _tile(
+                            group, rows, width, out, o, out_stride, out_plane, x, x_tile,
+                            row_step, offs, vals, taps[k_first], taps[k_last],
+                        )  # fmt: skip
+                    else:
+                        for kh in range(kh_lo[r], kh_hi[r]):
+                            _tile(
+                                group, rows, width, out, o, out_stride, out_plane, x,
+                                x_tile, row_step, offs, vals,
+                                taps[kh * kernel_w + kw_lo[t]],
+                                taps[kh * kernel_w + kw_hi[t]],
+                            )  # fmt: skip

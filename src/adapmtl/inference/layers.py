@@ -11,7 +11,9 @@
   stride 1 and no padding, and Linear layers).
 
 All of them compute in float32 without autograd. Output columns are padded to a multiple of 16
-internally; the returned tensor is a strided view without the padding.
+internally; the returned tensor is a strided view without the padding. Large outputs of the
+direct convolution come from :mod:`adapmtl.inference.buffers` (memory reused once no tensor
+refers to it; its storage cannot grow in place).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adapmtl.inference import buffers as _buffers
 from adapmtl.inference import threads as _threads
 
 LANES = 16
@@ -52,13 +55,24 @@ def direct_conv_supported(conv: nn.Module) -> str | None:
     return None
 
 
+def shares_positions(weight: torch.Tensor, out_group: int) -> bool:
+    """True if the output channels of ``weight`` (``[out, ...]``) come in consecutive groups of
+    ``out_group`` with the same nonzero positions (block-sparse weights)."""
+    out_channels = weight.shape[0]
+    if out_channels % out_group:
+        return False
+    mask = (weight.detach() != 0).reshape(out_channels // out_group, out_group, -1)
+    return bool((mask == mask[:, :1]).all())
+
+
 @dataclass
 class DirectGeometry:
     """Where every nonzero weight reads the packed input, for one input size.
 
-    Packed input layout: ``[N, H, C, kernel_w, out_stride]`` float32, one row of the output's
-    width per input row, channel and kernel column: element ``c`` of kernel column ``kw`` holds
-    input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is padding).
+    Packed input layout, per sample: ``[H, C, kernel_w, out_stride]`` float32, one row of the
+    output's width per input row, channel and kernel column: element ``c`` of kernel column
+    ``kw`` holds input column ``stride_w * c + kw * dilation_w - padding_w`` (zero where that is
+    padding).
     So every tap reads its input for a tile of outputs as contiguous, vector-aligned vectors at
     the tile's own columns, whatever the stride, dilation and padding.
     """
@@ -84,10 +98,18 @@ class DirectGeometry:
 
     @classmethod
     def build(
-        cls, conv: nn.Conv2d, height: int, width: int, block: int, most_rows: int = ROW_BLOCKS[0]
+        cls,
+        conv: nn.Conv2d,
+        height: int,
+        width: int,
+        block: int,
+        most_rows: int = ROW_BLOCKS[0],
+        out_group: int = 1,
     ) -> DirectGeometry:
         """The geometry of ``conv`` on ``height`` x ``width`` inputs with input channels in
-        blocks of ``block`` and output rows in blocks of at most ``most_rows``."""
+        blocks of ``block``, output rows in blocks of at most ``most_rows``, and nonzero
+        positions shared by groups of ``out_group`` consecutive output channels (the union of
+        their positions, with ``out_group`` values each, zeros included)."""
         weight = conv.weight.detach()
         out_channels, group_in, kernel_h, kernel_w = weight.shape
         sh, sw = _pair(conv.stride)
@@ -101,18 +123,21 @@ class DirectGeometry:
         row_stride = conv.in_channels * kernel_w * out_stride
 
         blocks = -(-group_in // block)
+        units = out_channels // out_group
         padded = F.pad(weight, (0, 0, 0, 0, 0, blocks * block - group_in))
-        # nonzeros ordered by (input block, output channel, kh, kw, input channel): the kernel's
-        # loop over output channels for one block then reads them as one sequential stream
-        ordered = padded.reshape(out_channels, blocks, block, kernel_h, kernel_w)
-        ordered = ordered.permute(1, 0, 3, 4, 2)
-        nonzero = ordered != 0
-        counts = nonzero.sum(-1).reshape(blocks * out_channels, kernel_h * kernel_w).numpy()
-        ptr = np.zeros((blocks * out_channels, kernel_h * kernel_w + 1), np.int64)
+        # nonzeros ordered by (input block, output channel group, kh, kw, input channel): the
+        # kernel's loop over output channels for one block then reads them as one sequential
+        # stream; the values of a group's channels are consecutive
+        ordered = padded.reshape(units, out_group, blocks, block, kernel_h, kernel_w)
+        ordered = ordered.permute(2, 0, 4, 5, 3, 1)
+        nonzero = (ordered != 0).any(-1)
+        counts = nonzero.sum(-1).reshape(blocks * units, kernel_h * kernel_w).numpy()
+        ptr = np.zeros((blocks * units, kernel_h * kernel_w + 1), np.int64)
         np.cumsum(counts, axis=1, out=ptr[:, 1:])
         ptr += np.concatenate([[0], np.cumsum(ptr[:, -1])[:-1]])[:, None]
-        b, oc, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
-        vals = ordered[nonzero].numpy().astype(np.float32)
+        b, unit, kh, kw, ic = (t.numpy().astype(np.int64) for t in nonzero.nonzero(as_tuple=True))
+        vals = ordered[nonzero].reshape(-1).numpy().astype(np.float32)
+        oc = unit * out_group
         channel = b * block + ic + (oc // (out_channels // conv.groups)) * group_in
         offs = kh * dh * row_stride + (channel * kernel_w + kw) * out_stride
         if offs.size and offs.max() > np.iinfo(np.int32).max:
@@ -143,7 +168,7 @@ class DirectGeometry:
             out_w=out_w,
             out_stride=out_stride,
             row_stride=row_stride,
-            ptr=np.ascontiguousarray(ptr.reshape(blocks, out_channels, -1).transpose(1, 0, 2)),
+            ptr=np.ascontiguousarray(ptr.reshape(blocks, units, -1).transpose(1, 0, 2)),
             offs=offs.astype(np.int32),
             vals=vals,
             row_base=((sh * rows - ph) * row_stride).astype(np.int64),
@@ -218,10 +243,15 @@ class DirectSparseConv2d(nn.Module):
     ``block``: input channels per block; nonzeros are visited block by block for every output
     channel of a row block, which keeps the input rows of one block in cache. ``rows``: most
     output rows per block (one of ``ROW_BLOCKS``); more rows visit the nonzeros fewer times but
-    need more input in cache.
+    need more input in cache. ``out_group``: 1, or ``_kernels.GROUP`` for weights whose output
+    channels share their nonzero positions in consecutive groups of that many
+    (:func:`shares_positions`; any weights give correct results, others just do more work),
+    which the kernel then visits once per group (single rows only).
     """
 
-    def __init__(self, conv: nn.Conv2d, block: int = 128, rows: int = 2) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, block: int = 128, rows: int = 2, out_group: int = 1
+    ) -> None:
         super().__init__()
         reason = direct_conv_supported(conv)
         if reason:
@@ -230,10 +260,18 @@ class DirectSparseConv2d(nn.Module):
             raise ValueError(f"rows must be one of {ROW_BLOCKS}, got {rows}")
         from adapmtl.inference import _kernels  # numba is optional: import on use
 
-        self._kernel = _kernels.sparse_conv
+        if out_group not in (1, _kernels.GROUP):
+            raise ValueError(f"out_group must be 1 or {_kernels.GROUP}, got {out_group}")
+        if out_group > 1 and (rows != 1 or (conv.out_channels // conv.groups) % out_group):
+            raise ValueError(
+                f"out_group {out_group} needs rows=1 and output channels per conv group "
+                f"divisible by {out_group}"
+            )
+        self._kernel = _kernels.sparse_conv_grouped if out_group > 1 else _kernels.sparse_conv
         self.conv = conv
         self.block = min(block, conv.in_channels // conv.groups)
         self.rows = rows
+        self.out_group = out_group
         self.flatten = (
             conv.kernel_size == (1, 1)
             and _pair(conv.stride) == (1, 1)
@@ -248,7 +286,7 @@ class DirectSparseConv2d(nn.Module):
         key = (height, width)
         if key not in self._geometries:
             self._geometries[key] = DirectGeometry.build(
-                self.conv, height, width, self.block, self.rows
+                self.conv, height, width, self.block, self.rows, self.out_group
             )
         return self._geometries[key]
 
@@ -261,39 +299,47 @@ class DirectSparseConv2d(nn.Module):
             geo = self.geometry(rows, FLAT_WIDTH)
         else:
             geo = self.geometry(height, width)
-        packed = self._packed(x, geo)
-        out = torch.empty(batch * out_channels * geo.out_h * geo.out_stride)
+        plane = out_channels * geo.out_h * geo.out_stride
+        out = _buffers.empty(batch * plane)
         threads = _threads.sync()
         split = (geo.out_h, geo.out_w, threads)
         if split not in self._bounds:
             self._bounds[split] = _balanced_bounds(geo.ptr, min(threads, _threads.numba_max()))
-        self._kernel(
-            packed.numpy(), packed.numel() // batch, batch, geo.ptr, geo.offs, geo.vals, self._bias,
-            geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
-            geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
-            geo.out_h, geo.out_stride, out.numpy(), self._bounds[split],
-        )  # fmt: skip
-        _threads.restore(threads)
+        result = out.numpy()
+        # one sample at a time: the packed input of a whole batch (kernel_w times the input)
+        # would not stay in cache between packing and the kernel, and its padded copy of the
+        # input would be a fresh allocation of that size on every call
+        for n in range(batch):
+            packed = self._packed(x[n], geo)
+            self._kernel(
+                packed.numpy(), geo.ptr, geo.offs, geo.vals, self._bias,
+                geo.row_base, geo.row_step, geo.kh_lo, geo.kh_hi, geo.group_row, geo.group_rows,
+                geo.tile_col, geo.tile_width, geo.kw_lo, geo.kw_hi, self.conv.kernel_size[1],
+                geo.out_h, geo.out_stride, result[n * plane : (n + 1) * plane],
+                self._bounds[split],
+            )  # fmt: skip
+            _threads.restore(threads)  # before the next sample's packing runs torch ops
         if self.flatten:
             flat = out.view(batch, out_channels, geo.out_h * geo.out_stride)
             return flat[..., : height * width].view(batch, out_channels, height, width)
         return out.view(batch, out_channels, geo.out_h, geo.out_stride)[..., : geo.out_w]
 
     def _packed(self, x: torch.Tensor, geo: DirectGeometry) -> torch.Tensor:
-        """``x`` packed for ``geo`` into this thread's scratch buffer (every element the kernel
-        reads is written, padding as zeros, so all layers can share the buffer)."""
-        batch, channels, height, width = x.shape
-        packed = _scratch(batch * geo.in_h * geo.row_stride)
+        """One sample ``x`` (``[C, H, W]``) packed for ``geo`` into this thread's scratch buffer
+        (every element the kernel reads is written, padding as zeros, so all layers can share
+        the buffer)."""
+        channels, height, width = x.shape
+        packed = _scratch(geo.in_h * geo.row_stride)
         kernel_w = self.conv.kernel_size[1]
-        view = packed.view(batch, geo.in_h, channels, kernel_w, geo.out_stride)
+        view = packed.view(geo.in_h, channels, kernel_w, geo.out_stride)
         if self.flatten:
-            flat = x.reshape(batch, channels, height * width)
+            flat = x.reshape(channels, height * width)
             full, rest = divmod(height * width, FLAT_WIDTH)
-            whole = flat[..., : full * FLAT_WIDTH].reshape(batch, channels, full, FLAT_WIDTH)
-            view[:, :full, :, 0].copy_(whole.transpose(1, 2))
+            whole = flat[:, : full * FLAT_WIDTH].reshape(channels, full, FLAT_WIDTH)
+            view[:full, :, 0].copy_(whole.transpose(0, 1))
             if rest:
-                view[:, full, :, 0, :rest].copy_(flat[..., full * FLAT_WIDTH :])
-                view[:, full, :, 0, rest:].zero_()
+                view[full, :, 0, :rest].copy_(flat[:, full * FLAT_WIDTH :])
+                view[full, :, 0, rest:].zero_()
             return packed
         sw = _pair(self.conv.stride)[1]
         dw = _pair(self.conv.dilation)[1]
@@ -302,13 +348,14 @@ class DirectSparseConv2d(nn.Module):
         # column, no separate zeroing (few operations: each is a parallel region)
         span = sw * (geo.out_stride - 1) + 1
         right = max(0, span + (kernel_w - 1) * dw - pw - width)
-        rows = F.pad(x, (pw, right)).transpose(1, 2)
+        rows = F.pad(x, (pw, right)).transpose(0, 1)
         for kw in range(kernel_w):
-            view[:, :, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
+            view[:, :, kw].copy_(rows[..., kw * dw : kw * dw + span : sw])
         return packed
 
     def extra_repr(self) -> str:
-        return f"{self.conv}, block={self.block}, rows={self.rows}"
+        group = f", out_group={self.out_group}" if self.out_group > 1 else ""
+        return f"{self.conv}, block={self.block}, rows={self.rows}{group}"
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:

@@ -28,14 +28,22 @@ from adapmtl.inference.layers import (
     DirectSparseConv2d,
     csr_conv_supported,
     direct_conv_supported,
+    shares_positions,
 )
 from adapmtl.inference.threads import numba_available
 from adapmtl.sparsity import THRESHOLDS_ATTR
 
 DENSE = "dense"
-KERNELS = ("direct", "direct-wide", "csr")
-DIRECT_SHAPES = {"direct": (128, 2), "direct-wide": (512, 1)}
-"""(input-channel block, most output rows per block) of each direct-convolution kernel."""
+KERNELS = ("direct", "direct-wide", "direct-block4", "direct-block4-wide", "csr")
+DIRECT_SHAPES = {
+    "direct": (128, 2, 1),
+    "direct-wide": (512, 1, 1),
+    "direct-block4": (128, 1, 4),
+    "direct-block4-wide": (512, 1, 4),
+}
+"""(input-channel block, most output rows per block, output channels sharing nonzero
+positions) of each direct-convolution kernel; the ``block4`` ones are tried only on weights
+whose output channels share their positions in groups of 4 (:func:`shares_positions`)."""
 
 
 @dataclass
@@ -102,9 +110,16 @@ def candidate_kernels(
     if isinstance(module, nn.Conv2d):
         if numba_available() and direct_conv_supported(module) is None:
             group_in = module.in_channels // module.groups
-            for name, (block, rows) in DIRECT_SHAPES.items():
-                if name in kernels and (name == "direct" or group_in > DIRECT_SHAPES["direct"][0]):
-                    found[name] = DirectSparseConv2d(module, block=block, rows=rows)
+            group_out = module.out_channels // module.groups
+            for name, (block, rows, out_group) in DIRECT_SHAPES.items():
+                wide = block > DIRECT_SHAPES["direct"][0]
+                if name not in kernels or (wide and group_in <= DIRECT_SHAPES["direct"][0]):
+                    continue
+                if out_group > 1 and (
+                    group_out % out_group or not shares_positions(module.weight, out_group)
+                ):
+                    continue
+                found[name] = DirectSparseConv2d(module, block, rows, out_group)
         if "csr" in kernels and csr_conv_supported(module):
             found["csr"] = CSRConv1x1(module)
     elif type(module) is nn.Linear and module.weight.dtype == torch.float32 and "csr" in kernels:
@@ -205,8 +220,11 @@ def optimize(
         model: a sparse model (sparsified or already baked; it is not changed).
         example: a representative input (batch and size as in deployment).
         kernels: sparse kernels to consider: ``direct`` / ``direct-wide`` (numba sparse direct
-            convolution with input-channel blocks of 128 / 512 and row blocks of 2 / 1) and
-            ``csr`` (torch.sparse CSR for 1x1 convs and Linear layers).
+            convolution with input-channel blocks of 128 / 512 and row blocks of 2 / 1),
+            ``direct-block4`` / ``direct-block4-wide`` (the same with blocks of 128 / 512 and
+            single rows, for weights whose output channels share their nonzero positions in
+            groups of 4: one input load for 4 multiply-adds) and ``csr`` (torch.sparse CSR for
+            1x1 convs and Linear layers).
         min_speedup: a layer switches to a sparse kernel only if it is at least this much faster.
         max_density: layers denser than this keep the dense kernel without being timed.
         repeats: timed runs per kernel and layer (interleaved; the fastest counts).
