@@ -46,17 +46,8 @@ from adapmtl.inference.onnx_export import (
     session,
     to_onnx_program,
 )
-from adapmtl.inference.pruning import block_magnitude_prune, calibrate_batchnorm, magnitude_prune
-from adapmtl.models import build_model
 from adapmtl.sparsity.export import export_model
-
-TASKS = {"seg": 40, "normal": 3, "depth": 1}
-INPUT_SIZES = {
-    "deeplab_resnet34_cpu": (128, 128),
-    "mobilenetv2_cpu": (128, 128),
-    "deeplab_resnet34": (321, 321),
-    "mobilenetv2": (321, 321),
-}
+from pruned_models import INPUT_SIZES, pruned_model
 
 
 @dataclass
@@ -116,14 +107,8 @@ class Subject:
 
 
 def prepare(name: str, sparsity: float, blocks: int, with_onnxruntime: bool) -> Subject:
-    torch.manual_seed(0)
     height, width = INPUT_SIZES[name]
-    model = build_model(name, TASKS).eval()
-    if blocks > 1:
-        model = block_magnitude_prune(model, sparsity, block=blocks)
-    else:
-        model = magnitude_prune(model, sparsity)
-    calibrate_batchnorm(model, torch.randn(2, 3, height, width))
+    model = pruned_model(name, sparsity, blocks)
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {
             fmt: export_model(model, Path(tmp) / f"{fmt}.safetensors", format=fmt).stat().st_size

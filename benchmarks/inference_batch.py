@@ -23,16 +23,7 @@ import time
 import torch
 
 from adapmtl.inference import optimize
-from adapmtl.inference.pruning import block_magnitude_prune, calibrate_batchnorm, magnitude_prune
-from adapmtl.models import build_model
-
-TASKS = {"seg": 40, "normal": 3, "depth": 1}
-SIZES = {
-    "deeplab_resnet34_cpu": 128,
-    "mobilenetv2_cpu": 128,
-    "deeplab_resnet34": 321,
-    "mobilenetv2": 321,
-}
+from pruned_models import INPUT_SIZES, pruned_model
 
 
 def _usage() -> tuple[float, int]:
@@ -42,14 +33,8 @@ def _usage() -> tuple[float, int]:
 
 def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    size = SIZES[args.model]
-    model = build_model(args.model, TASKS).eval()
-    if args.blocks > 1:
-        model = block_magnitude_prune(model, args.sparsity, block=args.blocks)
-    else:
-        model = magnitude_prune(model, args.sparsity)
-    calibrate_batchnorm(model, torch.randn(2, 3, size, size))
+    size, _ = INPUT_SIZES[args.model]
+    model = pruned_model(args.model, args.sparsity, args.blocks)
     generator = torch.Generator().manual_seed(0)
     batched = torch.randn(args.batch, 3, size, size, generator=generator)
     inputs = {1: batched[:1].clone(), args.batch: batched}
@@ -90,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="deeplab_resnet34", choices=sorted(SIZES))
+    parser.add_argument("--model", default="deeplab_resnet34", choices=sorted(INPUT_SIZES))
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--blocks", type=int, default=1, help="prune blocks of this many outputs")
     parser.add_argument("--batch", type=int, default=8, help="compared with batch 1")

@@ -37,16 +37,8 @@ from torch import nn
 from adapmtl.analysis import count_cost
 from adapmtl.inference import optimize
 from adapmtl.inference.layers import CSRConv1x1, CSRLinear, DirectSparseConv2d
-from adapmtl.inference.pruning import block_magnitude_prune, calibrate_batchnorm, magnitude_prune
-from adapmtl.models import build_model
+from pruned_models import INPUT_SIZES, pruned_model
 
-TASKS = {"seg": 40, "normal": 3, "depth": 1}
-SIZES = {
-    "deeplab_resnet34_cpu": 128,
-    "mobilenetv2_cpu": 128,
-    "deeplab_resnet34": 321,
-    "mobilenetv2": 321,
-}
 KERNEL_TYPES = (DirectSparseConv2d, CSRConv1x1, CSRLinear)
 
 
@@ -109,14 +101,8 @@ def _kind(module: nn.Module) -> str:
 
 def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    size = SIZES[args.model]
-    model = build_model(args.model, TASKS).eval()
-    if args.blocks > 1:
-        model = block_magnitude_prune(model, args.sparsity, block=args.blocks)
-    else:
-        model = magnitude_prune(model, args.sparsity)
-    calibrate_batchnorm(model, torch.randn(2, 3, size, size))
+    size, _ = INPUT_SIZES[args.model]
+    model = pruned_model(args.model, args.sparsity, args.blocks)
     cost = {layer.path: layer for layer in count_cost(model, (size, size)).layers}
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     load_before = os.getloadavg()
@@ -213,7 +199,7 @@ def markdown(r: dict, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="deeplab_resnet34", choices=sorted(SIZES))
+    parser.add_argument("--model", default="deeplab_resnet34", choices=sorted(INPUT_SIZES))
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument(
         "--blocks", type=int, default=1, help="prune blocks of this many output channels"
