@@ -10,7 +10,8 @@ from adapmtl.checkpoint import load_baked as load_weights
 from adapmtl.cli import main
 from adapmtl.commands.common import parse_size
 from adapmtl.errors import UserError
-from adapmtl.inference.pruning import magnitude_prune
+from adapmtl.inference.layers import shares_positions
+from adapmtl.inference.pruning import block_magnitude_prune, magnitude_prune
 from adapmtl.loading import parse_tasks, read_state_dict
 from adapmtl.sparsity import dense_state_dict, set_masks, sparse_layers, sparsify
 from adapmtl.sparsity.export import load_exported
@@ -24,6 +25,15 @@ def net() -> nn.Module:
     return model
 
 
+def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every Conv2d weight, by module path."""
+    return {
+        path: m.weight.detach().clone()
+        for path, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    }
+
+
 def test_parse_tasks_and_size():
     assert parse_tasks("seg:40, normal:3,depth:1") == {"seg": 40, "normal": 3, "depth": 1}
     assert parse_size("321x257") == (321, 257) and parse_size("64") == (64, 64)
@@ -35,8 +45,7 @@ def test_parse_tasks_and_size():
 
 
 def test_magnitude_prune_per_layer_exact_and_global():
-    original = {p: m.weight.detach().clone() for p, m in net().named_modules() if p and
-                isinstance(m, nn.Conv2d)}  # fmt: skip
+    original = conv_weights(net())
     model = magnitude_prune(net(), 0.75)
     for path, before in original.items():
         after = model.get_submodule(path).weight
@@ -153,11 +162,7 @@ def test_bench_command_prints_plan_and_end_to_end(tmp_path, capsys):
 
 
 def test_block_magnitude_prune_keeps_largest_blocks_shared_by_4_channels():
-    from adapmtl.inference.layers import shares_positions
-    from adapmtl.inference.pruning import block_magnitude_prune
-
-    original = {p: m.weight.detach().clone() for p, m in net().named_modules() if p and
-                isinstance(m, nn.Conv2d)}  # fmt: skip
+    original = conv_weights(net())
     model = block_magnitude_prune(net(), 0.75)
     for path, before in original.items():
         after = model.get_submodule(path).weight
