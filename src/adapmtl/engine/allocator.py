@@ -33,7 +33,8 @@ _M_MMAP_THRESHOLD = -3
 TRIM_THRESHOLD = 1 << 30
 """Free bytes at the top of the heap before glibc returns them to the system."""
 MMAP_THRESHOLD = 32 << 20
-"""Blocks at least this large get their own mapping (glibc's largest allowed threshold)."""
+"""Blocks at least this large get their own mapping (the largest value glibc's adaptive
+threshold reaches on 64-bit systems)."""
 
 
 _SETTINGS = (
