@@ -7,8 +7,13 @@ threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` 
 threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=True`` (the
 recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
 ``frozen`` = ``hard_regrow`` after
-``freeze_masks`` (the fixed mask the target-sparsity controller leaves for the rest of training,
-and the mode SNIP/LTH/IMP/DiSparse train in).
+``freeze_masks`` with the mask kept in the weights (``keep_masks_in_weights``: what training runs
+once the target-sparsity controller has fixed the mask, and SNIP/LTH/IMP/DiSparse once their last
+mask is set), ``frozen_computed`` = the same mask applied as ``W * M`` in every forward (what runs
+while a method's masks can still change), ``dense_copy`` = a second copy of the dense model (a
+control: the ratio between two identical models, i.e. what this measurement resolves on the
+machine; weights, gradients and activations of two models sit at different addresses, which
+moves a step's time by several per cent on its own).
 
 Time: one training step = forward, backward and an Adam step. The dense model and one sparsified
 copy per mode are stepped in turn in one process (the order flips every repetition), after two
@@ -60,7 +65,7 @@ from torch.nn import functional as F
 
 from adapmtl.engine.allocator import keep_freed_memory
 from adapmtl.models import MultiTaskModel, build_model
-from adapmtl.sparsity import freeze_masks, param_groups, sparsify
+from adapmtl.sparsity import freeze_masks, keep_masks_in_weights, param_groups, sparsify
 
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TIME_GOAL = {"small": 1.15, "large": 1.05}
@@ -113,9 +118,13 @@ DEFAULT_CASES = tuple(CASES)
 class Trainer:
     """One model, its optimizer and a fixed batch with random regression/class targets."""
 
-    def __init__(self, model: MultiTaskModel, case: Case, seed: int = 0) -> None:
+    def __init__(
+        self, model: MultiTaskModel, case: Case, mode: str = "dense", seed: int = 0
+    ) -> None:
         self.model = model.train()
         self.optimizer = torch.optim.Adam(param_groups(model, lr=1e-4))
+        if mode == "frozen":
+            keep_masks_in_weights(model, self.optimizer)
         gen = torch.Generator().manual_seed(seed)
         self.x = torch.randn(case.batch, 3, case.size, case.size, generator=gen)
         with torch.no_grad():
@@ -141,17 +150,19 @@ class Trainer:
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-MODES = ("soft", "hard_regrow", "auto", "frozen")
+MODES = ("soft", "hard_regrow", "auto", "frozen", "frozen_computed", "dense_copy")
 
 
 def sparsified(model: nn.Module, mode: str) -> nn.Module:
-    """``model`` sparsified in place in one of :data:`MODES`."""
+    """``model`` sparsified in place in one of :data:`MODES` (``dense_copy``: left dense)."""
+    if mode == "dense_copy":
+        return model
     if mode == "soft":
         return sparsify(model, grouping="component")
     if mode == "auto":
         return sparsify(model, grouping="component", mode="auto", regrow=True)
     sparsify(model, grouping="component", mode="hard", regrow=True)
-    if mode == "frozen":
+    if mode in ("frozen", "frozen_computed"):
         freeze_masks(model)
     return model
 
@@ -161,7 +172,7 @@ def measure_time(case: Case, repeats: int, modes: tuple[str, ...]) -> dict[str, 
     torch.manual_seed(0)
     dense = case.build()
     models = {"dense": dense} | {m: sparsified(copy.deepcopy(dense), m) for m in modes}
-    trainers = {name: Trainer(model, case) for name, model in models.items()}
+    trainers = {name: Trainer(model, case, name) for name, model in models.items()}
     for trainer in trainers.values():
         trainer.step()
         trainer.step()
@@ -216,7 +227,7 @@ def memory_child(case_name: str, variant: str, allocator: str) -> None:
     model = case.build()
     if variant != "dense":
         sparsified(model, variant)
-    trainer = Trainer(model, case)
+    trainer = Trainer(model, case, variant)
     for _ in range(3):
         trainer.step()
     peak = _status_mb("VmHWM")

@@ -133,6 +133,12 @@ class TrainConfig:
     """Keep the memory each step frees in the process for the next step instead of returning it
     to the system (glibc; :mod:`adapmtl.engine.allocator`): fewer page faults per step, the
     process stays at its peak size. No effect with another C library."""
+    masks_in_weights: bool = True
+    """Once a method's masks are final (AdapMTL after its freeze; SNIP, LTH, IMP, DiSparse at
+    their last mask), keep the pruned weights at zero in the stored weights and mask only the
+    gradients, instead of computing ``W * M`` in every forward: the same training, value for
+    value, without a pass over every weight and a weight-sized buffer per layer
+    (:func:`~adapmtl.sparsity.masks.keep_masks_in_weights`)."""
 
 
 @dataclass

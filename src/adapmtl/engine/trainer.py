@@ -71,7 +71,7 @@ from adapmtl.engine.state import (
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
 from adapmtl.rundir import final_results, prepare_run_dir, truncate_log, write_run_files
-from adapmtl.sparsity import is_sparsified, overall_sparsity, report
+from adapmtl.sparsity import is_sparsified, keep_masks_in_weights, overall_sparsity, report
 from adapmtl.sparsity.target import target_fields
 from adapmtl.tasks.score import load_reference, normalised_score
 
@@ -174,6 +174,8 @@ class Trainer:
         self.val_set = build_run_dataset(config, config.data.val_split, self.tasks, train=False)
         self.loaders = RunLoaders(self.train_set, self.val_set, config, self.dist, self.device)
         self.iteration = 0
+        self.masks_in_weights = False
+        """True once the final masks are kept in the weights (:meth:`train_step`)."""
         self.skipped_steps = 0
         self.best: dict[str, Any] | None = None
         self.stop_request = StopRequest()
@@ -425,7 +427,17 @@ class Trainer:
         self.precision.stepped()
         self.scheduler.step()
         self.method.after_step(self.context, self.iteration)
+        self._keep_final_masks_in_weights()
         return health.scalars(list(self.tasks))
+
+    def _keep_final_masks_in_weights(self) -> None:
+        """Switch the masks to the weights once the method says they are final (once per run
+        and per resume: a loaded checkpoint returns every layer to ``W * M``)."""
+        if self.masks_in_weights or not self.config.train.masks_in_weights:
+            return
+        if self.method.masks_final():
+            keep_masks_in_weights(self.model, self.optimizer)
+            self.masks_in_weights = True
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the final results (also in results.json).

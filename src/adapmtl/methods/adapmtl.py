@@ -166,8 +166,9 @@ class AdapMTL(Method):
             threshold_weight_decay=threshold_weight_decay,
         )
 
-    def _masks_frozen(self) -> bool:
-        """The mask is fixed for good (``freeze_mask`` after the target; ``official`` never)."""
+    def masks_final(self) -> bool:
+        """The mask is fixed for good (``freeze_mask`` after the target; ``official`` never
+        switches to masks)."""
         assert self.controller is not None
         return self.controller.mode == "freeze_mask" and self.controller.frozen
 
@@ -180,7 +181,7 @@ class AdapMTL(Method):
     def after_backward(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
         self.controller.step(iteration)
-        if self._masks_frozen():
+        if self.masks_final():
             return
         if self.allocation is not None and self._ramping(ctx, iteration):
             self.allocation.observe()
@@ -203,7 +204,7 @@ class AdapMTL(Method):
 
     def after_step(self, ctx: TrainingContext, iteration: int) -> None:
         assert self.controller is not None
-        if self.options.level == "schedule" and not self._masks_frozen():
+        if self.options.level == "schedule" and not self.masks_final():
             self._scheduled_level(ctx).step(iteration)
 
     def _scheduled_level(self, ctx: TrainingContext) -> ScheduledLevel:

@@ -82,6 +82,12 @@ class Method:
         """True once the model has its final sparsity (best-checkpoint selection waits for it)."""
         return True
 
+    def masks_final(self) -> bool:
+        """True once the masks no longer change for the rest of the run: the trainer then keeps
+        them in the weights (:func:`~adapmtl.sparsity.masks.keep_masks_in_weights`) and the
+        forward no longer applies them."""
+        return False
+
     @property
     def level_from_threshold_travel(self) -> bool:
         """True when the sparsity reached depends on how far the optimizer moves the thresholds

@@ -365,6 +365,10 @@ class DiSparse(Method):
         set_masks(ctx.model, masks, zero_pruned=True)
 
     # ------------------------------------------------------------------- state
+    def masks_final(self) -> bool:
+        """True once static masks, or dynamic ones after the final trim."""
+        return self.at_target()
+
     def at_target(self) -> bool:
         return self.options.mode == "static" or self.fixed_at is not None
 

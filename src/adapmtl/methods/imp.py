@@ -102,6 +102,10 @@ class IMP(Method):
                 mask_smallest(ctx.model, sparsity)
                 self.steps_done = step
 
+    def masks_final(self) -> bool:
+        """True once the last pruning step is done."""
+        return self.at_target()
+
     def at_target(self) -> bool:
         return self.steps_done == self.options.steps
 

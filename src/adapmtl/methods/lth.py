@@ -141,6 +141,10 @@ class LTH(Method):
         if self.rounds_done == self.options.rounds:
             self.rewind_weights = None  # no longer needed: keep checkpoints small
 
+    def masks_final(self) -> bool:
+        """True once the last round has pruned and rewound."""
+        return self.at_target()
+
     def at_target(self) -> bool:
         return self.rounds_done == self.options.rounds
 

@@ -57,5 +57,9 @@ class SNIP(Method):
         total = sum(s.numel() for s in scores.values())
         set_masks(ctx.model, top_k_masks(scores, keep_count(total, self.target)))
 
+    def masks_final(self) -> bool:
+        """SNIP's mask is set before the first step and never changes."""
+        return True
+
     def summary(self) -> dict[str, Any]:
         return {"scoring_batches": self.options.batches}

@@ -10,6 +10,7 @@ from adapmtl.sparsity.masks import (
     current_masks,
     dense_state_dict,
     freeze_masks,
+    keep_masks_in_weights,
     load_dense_state_dict,
     set_masks,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "dense_state_dict",
     "freeze_masks",
     "is_sparsified",
+    "keep_masks_in_weights",
     "layer_components",
     "load_dense_state_dict",
     "overall_sparsity",

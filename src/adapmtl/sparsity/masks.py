@@ -1,5 +1,6 @@
 """Mask operations shared by every method: freezing soft thresholds into masks, setting masks,
-baking the effective weights, and moving state dicts between dense and sparsified models."""
+keeping final masks in the weights, baking the effective weights, and moving state dicts between
+dense and sparsified models."""
 
 from __future__ import annotations
 
@@ -56,6 +57,45 @@ def set_masks(
         p.set_mask(mask)
         if zero_pruned:
             original.mul_(p.mask)
+
+
+@torch.no_grad()
+def keep_masks_in_weights(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Keep every mask-mode layer's pruned weights at zero in the stored weight, so that its
+    forward uses the weight as it is and only the gradient is masked; returns how many layers
+    switched.
+
+    For masks that no longer change (after AdapMTL's freeze, paper Sec. 5; SNIP, LTH and IMP
+    once their last mask is set). Training is the same as with ``W * M`` in every forward, value
+    for value: the stored weights and their gradient are zeroed under the mask, and so is every
+    weight-shaped state ``optimizer`` keeps for them (Adam's moments, SGD's momentum), so an
+    update, whose size such state sets for an entry with no gradient, cannot move a pruned
+    weight off zero. Any later mask or state-dict load returns a layer to ``W * M``. Raises
+    ``ValueError`` for optimizer state it cannot mask (neither weight-shaped nor a scalar), as
+    an update from it could regrow pruned weights.
+    """
+    switched = 0
+    for path, module, p in sparse_layers(model):
+        if not p.masked or p.in_place:
+            continue
+        original = module.parametrizations.weight.original
+        state = optimizer.state.get(original, {}) if optimizer is not None else {}
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape != original.shape and value.numel() > 1:
+                raise ValueError(
+                    f"{path}: optimizer state {key!r} has shape {tuple(value.shape)}, not the "
+                    f"weight's {tuple(original.shape)}; the mask cannot be kept in the weights"
+                )
+        mask = p.mask.to(original.dtype)
+        original.mul_(mask)
+        if original.grad is not None:
+            original.grad.mul_(mask)
+        for value in state.values():
+            if torch.is_tensor(value) and value.shape == original.shape:
+                value.mul_(mask.to(value.dtype))
+        p.in_place = True
+        switched += 1
+    return switched
 
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
