@@ -173,3 +173,19 @@ def test_trainer_keeps_final_masks_in_weights_with_the_same_results(tiny_setting
     assert not any(p.in_place for _, _, p in sparse_layers(computed.model))
     for path, weight in effective_weights(computed.model).items():
         assert torch.equal(effective_weights(kept.model)[path], weight), path
+
+
+def test_adapmtl_keeps_its_frozen_mask_in_weights_with_the_same_results(tiny_settings, tmp_path):
+    runs = {}
+    for in_weights in (True, False):
+        settings = copy.deepcopy(tiny_settings)
+        settings["train"] = {**settings["train"], "iterations": 16, "masks_in_weights": in_weights}
+        trainer = Trainer(from_dict(settings), tmp_path / f"run_{in_weights}", verbose=False)
+        trainer.fit()
+        runs[in_weights] = trainer
+    frozen_at = runs[True].method.controller.frozen_at
+    assert frozen_at is not None and frozen_at < 15  # steps after the freeze ran in place
+    assert all(p.in_place for _, _, p in sparse_layers(runs[True].model))
+    assert not any(p.in_place for _, _, p in sparse_layers(runs[False].model))
+    for path, weight in effective_weights(runs[False].model).items():
+        assert torch.equal(effective_weights(runs[True].model)[path], weight), path
