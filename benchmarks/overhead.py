@@ -35,6 +35,13 @@ first make glibc keep the memory each step frees (:mod:`adapmtl.engine.allocator
 ``--default-allocator`` leaves glibc's adaptive defaults, under which some processes fault
 thousands of pages in again every step.
 
+Breakdown (``--breakdown``): after the timed repetitions each sparsified variant runs a few more
+steps with timers around the parametrization's work (``SparseWeight.forward`` and the backward of
+its autograd functions), reported as ``parametrization_ms`` per step and as a share of the dense
+step: the part of the overhead that is the sparse weights' own arithmetic; the rest of a ratio
+above 1 is the other costs of a sparsified model (more autograd nodes, memory placement: compare
+``dense_copy``).
+
 The load average (``os.getloadavg``) before and after each case is written beside its figures.
 
 Usage::
@@ -48,6 +55,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -56,7 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +73,13 @@ from torch.nn import functional as F
 
 from adapmtl.engine.allocator import keep_freed_memory
 from adapmtl.models import MultiTaskModel, build_model
-from adapmtl.sparsity import freeze_masks, keep_masks_in_weights, param_groups, sparsify
+from adapmtl.sparsity import (
+    freeze_masks,
+    keep_masks_in_weights,
+    param_groups,
+    parametrization,
+    sparsify,
+)
 
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TIME_GOAL = {"small": 1.15, "large": 1.05}
@@ -167,8 +181,56 @@ def sparsified(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
-def measure_time(case: Case, repeats: int, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Per mode: the median of t_mode / t_dense over interleaved repetitions, and its range."""
+@contextlib.contextmanager
+def timed_parametrization(spent: dict[str, float]) -> Iterator[None]:
+    """Add the wall time spent in ``SparseWeight.forward`` to ``spent["forward"]`` and in the
+    backward of the parametrization's autograd functions to ``spent["backward"]`` while the block
+    runs."""
+
+    def timed(fn: Callable, key: str) -> Callable:
+        def wrapper(*args: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return wrapper
+
+    functions = [
+        f
+        for f in vars(parametrization).values()
+        if isinstance(f, type) and issubclass(f, torch.autograd.Function) and "backward" in vars(f)
+    ]
+    saved = [(f, vars(f)["backward"]) for f in functions]
+    forward = parametrization.SparseWeight.forward
+    try:
+        for f, backward in saved:
+            plain = backward.__func__ if isinstance(backward, staticmethod) else backward
+            f.backward = staticmethod(timed(plain, "backward"))
+        parametrization.SparseWeight.forward = timed(forward, "forward")
+        yield
+    finally:
+        for f, backward in saved:
+            f.backward = backward
+        parametrization.SparseWeight.forward = forward
+
+
+def parametrization_ms(trainer: Trainer, steps: int = 5) -> dict[str, float]:
+    """Milliseconds per training step spent in the sparse weights' parametrization, forward and
+    backward."""
+    spent = {"forward": 0.0, "backward": 0.0}
+    with timed_parametrization(spent):
+        for _ in range(steps):
+            trainer.step()
+    return {key: 1e3 * value / steps for key, value in spent.items()}
+
+
+def measure_time(
+    case: Case, repeats: int, modes: tuple[str, ...], breakdown: bool = False
+) -> dict[str, dict[str, float]]:
+    """Per mode: the median of t_mode / t_dense over interleaved repetitions, and its range;
+    with ``breakdown``, the parametrization's time per step too."""
     torch.manual_seed(0)
     dense = case.build()
     models = {"dense": dense} | {m: sparsified(copy.deepcopy(dense), m) for m in modes}
@@ -197,6 +259,13 @@ def measure_time(case: Case, repeats: int, modes: tuple[str, ...]) -> dict[str, 
             "dense_wall_ms": 1e3 * statistics.median(wall["dense"]),
             "wall_ratio": statistics.median(wall_ratios),
         }
+        if breakdown:
+            spent = parametrization_ms(trainers[mode])
+            total = spent["forward"] + spent["backward"]
+            result[mode]["parametrization_forward_ms"] = spent["forward"]
+            result[mode]["parametrization_backward_ms"] = spent["backward"]
+            result[mode]["parametrization_ms"] = total
+            result[mode]["parametrization_share"] = total / result[mode]["dense_ms"]
     return result
 
 
@@ -263,13 +332,15 @@ def measure_memory(
     return result
 
 
-def run_case(case: Case, repeats: int | None, modes: tuple[str, ...], allocator: str) -> list[dict]:
+def run_case(
+    case: Case, repeats: int | None, modes: tuple[str, ...], allocator: str, breakdown: bool
+) -> list[dict]:
     """One row per mode; the load average is read before and after the whole case."""
     load_before = os.getloadavg()
     torch.manual_seed(0)
     params = sum(p.numel() for p in case.build().parameters())
     count = repeats or case.repeats
-    times = measure_time(case, count, modes)
+    times = measure_time(case, count, modes, breakdown)
     memory = measure_memory(case, modes, allocator)
     load_after = os.getloadavg()
     rows = []
@@ -299,17 +370,24 @@ def run_case(case: Case, repeats: int | None, modes: tuple[str, ...], allocator:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| case | mode | batch | input | params | dense ms | sparse ms | time ratio (min-max) "
-        "| goal | dense MB | sparse MB | memory ratio | peak RSS ratio "
+        "| goal | parametrization ms/step (share of dense) "
+        "| dense MB | sparse MB | memory ratio | peak RSS ratio "
         "| load (1 min) before-after |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        spent = (
+            f"{r['parametrization_ms']:.1f} ({100 * r['parametrization_share']:.1f} %)"
+            if "parametrization_ms" in r
+            else "-"
+        )
         lines.append(
             f"| {r['case']} | {r['mode']} | {r['batch']} | {r['size']}² "
             f"| {r['parameters'] / 1e6:.2f} M "
             f"| {r['dense_ms']:.0f} | {r['sparse_ms']:.0f} "
             f"| {r['time_ratio']:.3f} ({r['time_ratio_min']:.2f}-{r['time_ratio_max']:.2f}) "
-            f"| ≤ {r['time_goal']} | {r['dense_training_mb']:.0f} | {r['sparse_training_mb']:.0f} "
+            f"| ≤ {r['time_goal']} | {spent} "
+            f"| {r['dense_training_mb']:.0f} | {r['sparse_training_mb']:.0f} "
             f"| {r['memory_ratio']:.3f} | {r['peak_rss_ratio']:.3f} "
             f"| {r['load_before'][0]:.2f}-{r['load_after'][0]:.2f} |"
         )
@@ -335,6 +413,11 @@ def main() -> int:
         "does (train.keep_freed_memory)",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the parametrization's own work per step (forward and backward)",
+    )
+    parser.add_argument(
         "--memory-child", nargs=3, metavar=("CASE", "VARIANT", "ALLOCATOR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -356,11 +439,17 @@ def main() -> int:
     load_before = os.getloadavg()
     rows = []
     for name in names:
-        for row in run_case(CASES[name], args.repeats, modes, allocator):
+        for row in run_case(CASES[name], args.repeats, modes, allocator, args.breakdown):
             rows.append(row)
+            spent = (
+                f", parametrization {row['parametrization_ms']:.1f} ms/step "
+                f"({row['parametrization_forward_ms']:.1f} forward)"
+                if "parametrization_ms" in row
+                else ""
+            )
             print(
                 f"{name} {row['mode']}: time x{row['time_ratio']:.3f}, "
-                f"memory x{row['memory_ratio']:.3f}, load {row['load_before'][0]:.2f}",
+                f"memory x{row['memory_ratio']:.3f}{spent}, load {row['load_before'][0]:.2f}",
                 file=sys.stderr,
             )
     result = {
