@@ -15,10 +15,12 @@ control: the ratio between two identical models, i.e. what this measurement reso
 machine; weights, gradients and activations of two models sit at different addresses, which
 moves a step's time by several per cent on its own).
 
-Time: one training step = forward, backward and an Adam step. The dense model and one sparsified
-copy per mode are stepped in turn in one process (the order flips every repetition), after two
-warm-up steps each; the reported ratio is the median over repetitions of t_sparse / t_dense of
-the same repetition, so slow phases of a shared machine hit all variants alike. t is the CPU time
+Time: one training step = forward, backward and an Adam step (Adam's fused kernel, as training
+uses by default, ``optim.fused``; ``--unfused-adam``: PyTorch's default loop of tensor
+operations). The dense model and one sparsified copy per mode are stepped in turn in one process
+(the order flips every repetition), after two warm-up steps each; the reported ratio is the
+median over repetitions of t_sparse / t_dense of the same repetition, so slow phases of a shared
+machine hit all variants alike. t is the CPU time
 of the process (``time.process_time``) with one intra-op thread: on a shared machine it excludes
 the time the process waits for a core, which wall-clock time does not (the wall-clock ratio is
 reported too).
@@ -84,6 +86,8 @@ from adapmtl.sparsity import (
 NYU = {"seg": 40, "normal": 3, "depth": 1}
 TIME_GOAL = {"small": 1.15, "large": 1.05}
 MEMORY_GOAL = 1.2
+FUSED_ADAM = True
+"""Adam's fused kernel, as training uses (``optim.fused``); ``--unfused-adam`` turns it off."""
 
 
 def _small_conv() -> MultiTaskModel:
@@ -136,7 +140,7 @@ class Trainer:
         self, model: MultiTaskModel, case: Case, mode: str = "dense", seed: int = 0
     ) -> None:
         self.model = model.train()
-        self.optimizer = torch.optim.Adam(param_groups(model, lr=1e-4))
+        self.optimizer = torch.optim.Adam(param_groups(model, lr=1e-4), fused=FUSED_ADAM or None)
         if mode == "frozen":
             keep_masks_in_weights(model, self.optimizer)
         gen = torch.Generator().manual_seed(seed)
@@ -305,7 +309,15 @@ def memory_child(case_name: str, variant: str, allocator: str) -> None:
 
 def _memory_child(case: Case, variant: str, allocator: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", case.name, variant, allocator],
+        [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            case.name,
+            variant,
+            allocator,
+            *([] if FUSED_ADAM else ["--unfused-adam"]),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -413,6 +425,12 @@ def main() -> int:
         "does (train.keep_freed_memory)",
     )
     parser.add_argument(
+        "--unfused-adam",
+        action="store_true",
+        help="PyTorch's default Adam (a loop of tensor operations on the CPU) instead of the "
+        "fused kernel training uses (optim.fused)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also time the parametrization's own work per step (forward and backward)",
@@ -421,6 +439,8 @@ def main() -> int:
         "--memory-child", nargs=3, metavar=("CASE", "VARIANT", "ALLOCATOR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    global FUSED_ADAM
+    FUSED_ADAM = not args.unfused_adam
     if args.memory_child:
         memory_child(*args.memory_child)
         return 0
@@ -457,6 +477,7 @@ def main() -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "fused_adam": FUSED_ADAM,
         "load_before": list(load_before),
         "load_after": list(os.getloadavg()),
         "cases": rows,

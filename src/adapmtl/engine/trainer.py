@@ -81,6 +81,10 @@ SHARED = (
 )
 
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+"""Devices on which ``optim.fused`` selects Adam's fused kernel (elsewhere PyTorch chooses)."""
+
+
 def _validation_text(results: dict[str, Any]) -> str:
     """``seg miou 0.3296, depth abs_err 2.349, ΔT -12.34 %``: each task's main metric (its
     first, as the paper's tables list them) and Delta_T when a reference is set."""
@@ -250,7 +254,10 @@ class Trainer:
             threshold_lr=optim.threshold_lr,
             threshold_weight_decay=optim.threshold_weight_decay,
         )
-        optimizer = torch.optim.Adam(groups, lr=optim.lr, betas=tuple(optim.betas))
+        fused = optim.fused and self.device.type in FUSED_ADAM_DEVICES
+        optimizer = torch.optim.Adam(
+            groups, lr=optim.lr, betas=tuple(optim.betas), fused=True if fused else None
+        )
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_step, optim.lr_gamma)
         return optimizer, scheduler
 
