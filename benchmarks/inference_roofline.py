@@ -7,7 +7,8 @@ batch), on the input that layer sees for one random image, it times in one proce
 ``--repeats`` rounds (median), at ``--threads`` threads:
 
 * ``dense``: the PyTorch layer;
-* ``forward``: the sparse layer ``optimize`` chooses for that input (packing included);
+* ``forward``: the sparse layer ``optimize`` chooses for that input (packing included), and
+  ``pack``: its packing of the input alone;
 * for every direct-convolution kernel shape in ``KERNELS`` that the layer supports, the numba
   kernel alone on the packed input (packed once), three ways:
 
@@ -17,7 +18,13 @@ batch), on the input that layer sees for one random image, it times in one proce
     every output row reading from the start of the buffer, so that all the input the kernel
     reads lies in ``rows x R`` packed rows: ``--l1-kib`` / ``--l2-kib`` of them (vector loads
     stay aligned). ``L1`` is the micro-kernel's speed with its input in L1: the ceiling of any
-    loop order that keeps the input there. These outputs are not a convolution.
+    loop order that keeps the input there. These outputs are not a convolution;
+  - ``empty``: the same calls with no nonzeros: the fixed cost (filling the output with the
+    bias, the loops, loading and storing every call's accumulators); ``ns/call`` divides it by
+    the micro-kernel calls.
+
+``--shapes 16x2,8x1`` adds direct-convolution shapes (input-channel block x most rows) that are
+not in ``KERNELS``, e.g. blocks small enough to keep one block's input in L1.
 
 Rates: nonzero GMAC/s = nonzero weights x output positions / time (``analysis.count_cost``'s
 nonzero MACs, as in ``inference_layers.py``); FMA/ns = 16-float vector FMAs the kernel executes
@@ -60,7 +67,7 @@ DEFAULT_LAYERS = (
     "heads.seg.branches.3.0",
     "backbone.layer4.1.conv1",
 )
-MODES = ("real", "L1", "L2")
+MODES = ("real", "L1", "L2", "empty")
 
 
 def aligned_copy(packed: torch.Tensor) -> np.ndarray:
@@ -110,6 +117,17 @@ def input_working_set(geo: DirectGeometry, conv: nn.Conv2d, block: int) -> int:
     return worst
 
 
+def micro_kernel_calls(geo: DirectGeometry, kernel_w: int) -> int:
+    """Micro-kernel calls of one sample: per row block, tile, input-channel block and output
+    channel (group), one, or one per kernel row where the tile skips kernel columns."""
+    per_block = 0
+    for r in geo.group_row:
+        for lo, hi in zip(geo.kw_lo, geo.kw_hi, strict=True):
+            whole = lo == 0 and hi == kernel_w
+            per_block += 1 if whole else int(geo.kh_hi[r] - geo.kh_lo[r])
+    return per_block * geo.ptr.shape[0] * geo.ptr.shape[1]
+
+
 def kernel_call(
     module: DirectSparseConv2d, geo: DirectGeometry, packed: np.ndarray, out: np.ndarray
 ) -> Callable[[], object]:
@@ -136,6 +154,8 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
         chosen_name = plan.layers[0].kernel
         kernels = tuple(k for k in KERNELS if k.startswith("direct"))
         candidates = candidate_kernels(conv, kernels)
+        for block, rows in args.shapes:
+            candidates[f"{block}x{rows}"] = DirectSparseConv2d(conv, block, rows)
         chosen = candidates.get(chosen_name) or DirectSparseConv2d(conv)
         chosen(x)  # compile, build the geometry
     height, width = x.shape[-2:]
@@ -146,6 +166,7 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
     runners: dict[str, Callable[[], object]] = {
         "dense": lambda: conv(x),
         "forward": lambda: chosen(x),
+        "pack": lambda: chosen._packed(x[0], geo0),
     }
     info: dict[str, dict] = {}
     for name, module in candidates.items():
@@ -158,8 +179,13 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
         if min(region.values()) * geo.out_stride + geo.row_step * most_rows > packed.size:
             raise ValueError(f"{path}: the confined regions do not fit in the packed input")
         out = np.empty(int(np.prod(out_shape)), np.float32)
-        for mode in MODES:
-            g = geo if mode == "real" else confined(geo, region[mode])
+        variants = {
+            "real": geo,
+            "L1": confined(geo, region["L1"]),
+            "L2": confined(geo, region["L2"]),
+            "empty": dataclasses.replace(geo, ptr=np.zeros_like(geo.ptr)),
+        }
+        for mode, g in variants.items():
             runners[f"{name} {mode}"] = kernel_call(module, g, packed, out)
         runners[f"{name} real"]()
         got = torch.from_numpy(out.reshape(out_shape)[..., : geo.out_w].copy())[None]
@@ -171,6 +197,7 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
             "rows": module.rows,
             "region_rows": region,
             "vector_fmas": executed_vector_fmas(geo, kernel_w, module.out_group),
+            "calls": micro_kernel_calls(geo, kernel_w),
             "input_kib": input_working_set(geo, conv, module.block) / 1024,
             "max_rel_error": error,
         }
@@ -228,30 +255,33 @@ def markdown(r: dict) -> str:
         f"{r['l2_kib']} KiB; load average before {r['load_before']}, after {r['load_after']}.",
         "",
         "| layer | shape | kernel | block x rows | input KiB | mode | ms | nonzero GMAC/s "
-        "| FMA/ns | x dense rate | x real |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| FMA/ns | x dense rate | x real | ns/call |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["layers"]:
         ms = x["ms"]
         dense_rate = x["macs"] / ms["dense"] / 1e6
         lines.append(
             f"| {x['path']} | {x['shape']} | dense (PyTorch) | | | | {ms['dense']:.2f} "
-            f"| ({dense_rate:.1f} dense) | | 1.00 | |"
+            f"| ({dense_rate:.1f} dense) | | 1.00 | | |"
         )
         rate = x["nonzero_macs"] / ms["forward"] / 1e6
         lines.append(
             f"| | | {x['chosen']} (optimize's choice, forward) | | | packing included "
-            f"| {ms['forward']:.2f} | {rate:.1f} | | {rate / dense_rate:.2f} | |"
+            f"| {ms['forward']:.2f} | {rate:.1f} | | {rate / dense_rate:.2f} | | |"
         )
+        lines.append(f"| | | {x['chosen']} packing alone | | | | {ms['pack']:.2f} | | | | | |")
         for name, k in x["kernels"].items():
-            for mode in MODES:
+            head = f"| | | {name} | {k['block']} x {k['rows']} | {k['input_kib']:.0f} "
+            for mode in MODES[:-1]:
                 t = ms[f"{name} {mode}"]
                 rate = x["nonzero_macs"] / t / 1e6
                 lines.append(
-                    f"| | | {name} | {k['block']} x {k['rows']} | {k['input_kib']:.0f} "
-                    f"| {mode} | {t:.2f} | {rate:.1f} | {k['vector_fmas'] / t / 1e6:.2f} "
-                    f"| {rate / dense_rate:.2f} | {ms[f'{name} real'] / t:.2f} |"
+                    f"{head}| {mode} | {t:.2f} | {rate:.1f} | {k['vector_fmas'] / t / 1e6:.2f} "
+                    f"| {rate / dense_rate:.2f} | {ms[f'{name} real'] / t:.2f} | |"
                 )
+            t = ms[f"{name} empty"]
+            lines.append(f"{head}| empty | {t:.2f} | | | | | {1e6 * t / k['calls']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -265,9 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-repeats", type=int, default=3, help="optimize's repeats")
     parser.add_argument("--l1-kib", type=int, default=24, help="input region for the L1 mode")
     parser.add_argument("--l2-kib", type=int, default=512, help="input region for the L2 mode")
+    parser.add_argument(
+        "--shapes", default="", help="extra direct shapes, block x rows: e.g. 16x2,8x1"
+    )
     parser.add_argument("--json", type=Path, help="also write the measurements as JSON")
     args = parser.parse_args(argv)
     args.layers = [p for p in args.layers.split(",") if p]
+    try:
+        args.shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
+    except ValueError:
+        parser.error(f"--shapes must look like 16x2,8x1, got {args.shapes!r}")
     if not 0.0 < args.sparsity < 1.0:
         parser.error(f"--sparsity must be in (0, 1), got {args.sparsity}")
     result = measure(args)
