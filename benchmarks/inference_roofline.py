@@ -4,7 +4,8 @@ input comes from L1 or L2 instead of where the real offsets put it.
 For each layer in ``--layers`` of the pruned model (as in ``benchmarks/inference_layers.py``:
 per-layer magnitude pruning of a randomly initialised preset, BN statistics from one random
 batch), on the input that layer sees for one random image, it times in one process, interleaved,
-``--repeats`` rounds (median), at ``--threads`` threads:
+``--repeats`` rounds (median; the order rotated every round, as ``optimize`` does, since a run
+right after the dense layer finds the caches cold), at ``--threads`` threads:
 
 * ``dense``: the PyTorch layer;
 * ``forward``: the sparse layer ``optimize`` chooses for that input (packing included), and
@@ -58,7 +59,13 @@ from torch import nn
 from adapmtl.inference import optimize
 from adapmtl.inference import threads as _threads
 from adapmtl.inference.layers import LANES, DirectGeometry, DirectSparseConv2d, _balanced_bounds
-from adapmtl.inference.optimize import KERNELS, candidate_kernels, record_inputs, relative_error
+from adapmtl.inference.optimize import (
+    KERNELS,
+    candidate_kernels,
+    record_inputs,
+    relative_error,
+    rotations,
+)
 from pruned_models import INPUT_SIZES, pruned_model
 
 DEFAULT_LAYERS = (
@@ -204,10 +211,10 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
     for run in runners.values():
         run()  # warm up
     samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(args.repeats):
-        for name, run in runners.items():
+    for order in rotations(list(runners), args.repeats):
+        for name in order:
             start = time.perf_counter()
-            run()
+            runners[name]()
             samples[name].append(time.perf_counter() - start)
     ms = {name: 1e3 * statistics.median(ts) for name, ts in samples.items()}
     nonzeros = int(torch.count_nonzero(conv.weight))
