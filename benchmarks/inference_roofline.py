@@ -158,12 +158,15 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
     with torch.no_grad():
         expected = conv(x)
         _, plan = optimize(nn.Sequential(conv), x, repeats=args.layer_repeats, fold_bn=False)
-        chosen_name = plan.layers[0].kernel
         kernels = tuple(k for k in KERNELS if k.startswith("direct"))
         candidates = candidate_kernels(conv, kernels)
+        if not candidates:
+            raise ValueError(f"{path}: no direct-convolution kernel supports this layer")
+        # "direct" stands in where optimize keeps the layer dense (the probe is about the kernel)
+        chosen_name = plan.layers[0].kernel if plan.layers[0].kernel in candidates else "direct"
+        chosen = candidates[chosen_name]
         for block, rows in args.shapes:
             candidates[f"{block}x{rows}"] = DirectSparseConv2d(conv, block, rows)
-        chosen = candidates.get(chosen_name) or DirectSparseConv2d(conv)
         chosen(x)  # compile, build the geometry
     height, width = x.shape[-2:]
     geo0 = chosen.geometry(height, width)
@@ -183,7 +186,7 @@ def probe_layer(path: str, conv: nn.Conv2d, x: torch.Tensor, args: argparse.Name
             "L1": max(1, args.l1_kib * 1024 // (4 * geo.out_stride * most_rows)),
             "L2": max(1, args.l2_kib * 1024 // (4 * geo.out_stride * most_rows)),
         }
-        if min(region.values()) * geo.out_stride + geo.row_step * most_rows > packed.size:
+        if max(region.values()) * geo.out_stride + geo.row_step * most_rows > packed.size:
             raise ValueError(f"{path}: the confined regions do not fit in the packed input")
         out = np.empty(int(np.prod(out_shape)), np.float32)
         variants = {
