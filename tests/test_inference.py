@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from adapmtl.inference import bench, compare_end_to_end, optimize
 from adapmtl.inference.layers import CSRConv1x1, CSRLinear, DirectSparseConv2d
-from adapmtl.inference.optimize import relative_error
+from adapmtl.inference.optimize import relative_error, rotations
 from adapmtl.inference.pruning import calibrate_batchnorm, magnitude_prune
 from adapmtl.inference.threads import numba_available
 
@@ -139,6 +139,16 @@ def test_optimize_forced_sparse_matches_dense_and_leaves_model_alone():
     for task in expected:
         assert relative_error(got[task], expected[task]) < 1e-4
     assert "speedup" in str(plan)
+
+
+def test_optimize_rotates_the_timing_order():
+    names = ["dense", "direct", "direct-wide"]
+    orders = rotations(names, 4)
+    assert all(sorted(order) == sorted(names) for order in orders)
+    # over len(names) rounds every runner is timed once in every position
+    for position in range(len(names)):
+        assert sorted(order[position] for order in orders[:3]) == sorted(names)
+    assert orders[3] == orders[0]
 
 
 def test_optimize_keeps_dense_layers_when_sparse_does_not_pay():

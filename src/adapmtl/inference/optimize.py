@@ -2,10 +2,10 @@
 
 ``optimize(model, example)`` runs the model once on ``example`` to record the input of every
 Conv2d/Linear layer, then times, on that input, the dense layer and each sparse kernel that
-supports it (``repeats`` interleaved runs; the fastest run counts, since background load only
-ever adds time), checks that the sparse output matches the dense one, and keeps the fastest.
-A layer stays dense unless a sparse kernel is at least ``min_speedup`` times faster:
-unstructured sparsity does not pay on every shape and density.
+supports it (``repeats`` interleaved runs, the order rotated every round; the fastest run
+counts, since background load only ever adds time), checks that the sparse output matches the
+dense one, and keeps the fastest. A layer stays dense unless a sparse kernel is at least
+``min_speedup`` times faster: unstructured sparsity does not pay on every shape and density.
 """
 
 from __future__ import annotations
@@ -136,6 +136,14 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def rotations(names: list[str], rounds: int) -> list[list[str]]:
+    """``names`` in a new order each round, rotated by one: over ``len(names)`` rounds each
+    name runs once in every position. A fixed order would bias the choice: the run right after
+    the dense layer finds the caches cold (a sparse kernel on a small layer measured up to 25 %
+    slower there than in the next position)."""
+    return [names[i % len(names) :] + names[: i % len(names)] for i in range(rounds)]
+
+
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """max |got - expected| / max |expected| (0 when both are all zero)."""
     scale = float(expected.abs().max()) if expected.numel() else 0.0
@@ -227,7 +235,8 @@ def optimize(
             1x1 convs and Linear layers).
         min_speedup: a layer switches to a sparse kernel only if it is at least this much faster.
         max_density: layers denser than this keep the dense kernel without being timed.
-        repeats: timed runs per kernel and layer (interleaved; the fastest counts).
+        repeats: timed runs per kernel and layer (interleaved, in an order rotated every
+            round; the fastest counts).
         rtol: largest accepted max|sparse - dense| / max|dense| of a layer's output.
         fold_bn: fold each eval-mode BatchNorm2d into the convolution before it
             (:mod:`adapmtl.inference.fold`), kept only if the model's outputs on ``example``
@@ -267,9 +276,9 @@ def optimize(
                 )
         runners = {DENSE: layer, **candidates}
         samples: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(repeats):
-            for name, runner in runners.items():
-                samples[name].append(median_ms(lambda r=runner, x=x: r(x), 1))
+        for order in rotations(list(runners), repeats):
+            for name in order:
+                samples[name].append(median_ms(lambda r=runners[name], x=x: r(x), 1))
         choice.times_ms = {name: min(ts) for name, ts in samples.items()}
         best = min(candidates, key=lambda n: choice.times_ms[n], default=None)
         if best is not None and choice.times_ms[DENSE] >= min_speedup * choice.times_ms[best]:
