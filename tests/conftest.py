@@ -55,6 +55,28 @@ def tiny_settings() -> dict[str, Any]:
     return copy.deepcopy(TINY)
 
 
+def fit_tiny(
+    tiny: dict[str, Any],
+    run_dir: Any,
+    method: dict[str, Any] | None = None,
+    optim: dict[str, Any] | None = None,
+    **train: Any,
+) -> Any:
+    """A trainer fitted on ``tiny`` with ``method`` replaced and ``optim``/``train`` keys
+    overridden."""
+    from adapmtl.config import from_dict
+    from adapmtl.engine.trainer import Trainer
+
+    settings = copy.deepcopy(tiny)
+    if method is not None:
+        settings["method"] = method
+    settings["optim"] = {**settings["optim"], **(optim or {})}
+    settings["train"] = {**settings["train"], **train}
+    trainer = Trainer(from_dict(settings), run_dir, verbose=False)
+    trainer.fit()
+    return trainer
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_state():
     """One intra-op thread per test: the tensors are small, and two threads on a shared 2-core

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import torch
 
-from adapmtl.config import from_dict
-from adapmtl.engine.trainer import Trainer
 from adapmtl.sparsity import (
     freeze_masks,
     keep_masks_in_weights,
@@ -21,6 +19,8 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
+from adapmtl.sparsity.recycle import RECYCLE_BYTES
+from conftest import fit_tiny
 from sparsity_toys import conv_mtl, logit, total_loss
 
 
@@ -157,13 +157,10 @@ def test_optimizer_state_that_cannot_be_masked_is_refused():
         keep_masks_in_weights(model, optimizer)
 
 
-def run_snip(tiny: dict[str, Any], tmp_path, in_weights: bool) -> Trainer:
-    settings = copy.deepcopy(tiny)
-    settings["method"] = {"name": "snip", "target": 0.7, "options": {"batches": 1}}
-    settings["train"] = {**settings["train"], "iterations": 6, "masks_in_weights": in_weights}
-    trainer = Trainer(from_dict(settings), tmp_path / f"run_{in_weights}", verbose=False)
-    trainer.fit()
-    return trainer
+def run_snip(tiny: dict[str, Any], tmp_path, in_weights: bool) -> Any:
+    snip = {"name": "snip", "target": 0.7, "options": {"batches": 1}}
+    run = tmp_path / f"run_{in_weights}"
+    return fit_tiny(tiny, run, snip, iterations=6, masks_in_weights=in_weights)
 
 
 def test_trainer_keeps_final_masks_in_weights_with_the_same_results(tiny_settings, tmp_path):
@@ -176,16 +173,32 @@ def test_trainer_keeps_final_masks_in_weights_with_the_same_results(tiny_setting
 
 
 def test_adapmtl_keeps_its_frozen_mask_in_weights_with_the_same_results(tiny_settings, tmp_path):
-    runs = {}
-    for in_weights in (True, False):
-        settings = copy.deepcopy(tiny_settings)
-        settings["train"] = {**settings["train"], "iterations": 16, "masks_in_weights": in_weights}
-        trainer = Trainer(from_dict(settings), tmp_path / f"run_{in_weights}", verbose=False)
-        trainer.fit()
-        runs[in_weights] = trainer
+    runs = {
+        in_weights: fit_tiny(
+            tiny_settings,
+            tmp_path / f"run_{in_weights}",
+            iterations=16,
+            masks_in_weights=in_weights,
+        )
+        for in_weights in (True, False)
+    }
     frozen_at = runs[True].method.controller.frozen_at
     assert frozen_at is not None and frozen_at < 15  # steps after the freeze ran in place
     assert all(p.in_place for _, _, p in sparse_layers(runs[True].model))
     assert not any(p.in_place for _, _, p in sparse_layers(runs[False].model))
     for path, weight in effective_weights(runs[False].model).items():
         assert torch.equal(effective_weights(runs[True].model)[path], weight), path
+
+
+def test_weights_whose_buffers_are_recycled_keep_the_masked_forward():
+    """A weight of RECYCLE_BYTES or more reuses its buffers between steps on W * M; kept in the
+    weights, its masked gradient would be a fresh weight-sized allocation every step."""
+    torch.manual_seed(0)
+    columns = RECYCLE_BYTES // 4 // 64
+    model = torch.nn.Sequential(torch.nn.Linear(columns, 64), torch.nn.Linear(64, 2))
+    sparsify(model, grouping="global", mode="mask")
+    weights = {path: m.parametrizations.weight.original for path, m, _ in sparse_layers(model)}
+    set_masks(model, {path: torch.rand(w.shape) > 0.5 for path, w in weights.items()})
+    assert keep_masks_in_weights(model) == 1
+    in_place = {path: p.in_place for path, _, p in sparse_layers(model)}
+    assert in_place == {"0": False, "1": True}

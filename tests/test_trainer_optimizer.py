@@ -5,27 +5,16 @@ a hundredfold per step and a longer run compares chaos, not the update."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from adapmtl.config import from_dict
-from adapmtl.engine.trainer import Trainer
+from conftest import fit_tiny
 
-
-def trained(tiny: dict, tmp_path, fused: bool) -> Trainer:
-    settings = copy.deepcopy(tiny)
-    settings["method"] = {"name": "dense", "target": None}
-    settings["optim"] = {**settings["optim"], "fused": fused}
-    settings["train"] = {**settings["train"], "iterations": 1}
-    trainer = Trainer(from_dict(settings), tmp_path / f"fused_{fused}", verbose=False)
-    trainer.fit()
-    return trainer
+DENSE = {"name": "dense", "target": None}
 
 
 def test_fused_adam_makes_the_same_step(tiny_settings, tmp_path):
-    fused = trained(tiny_settings, tmp_path, fused=True)
-    default = trained(tiny_settings, tmp_path, fused=False)
+    fused = fit_tiny(tiny_settings, tmp_path / "fused", DENSE, {"fused": True}, iterations=1)
+    default = fit_tiny(tiny_settings, tmp_path / "default", DENSE, {"fused": False}, iterations=1)
     assert all(group["fused"] for group in fused.optimizer.param_groups)
     assert not any(group["fused"] for group in default.optimizer.param_groups)
     expected = default.model.state_dict()
