@@ -11,7 +11,7 @@ import torch
 
 from adapmtl.engine.syncs import SyncCounter
 from adapmtl.sparsity import parametrization as param
-from adapmtl.sparsity import soft_threshold, sparse_layers, sparsify
+from adapmtl.sparsity import recycle, soft_threshold, sparse_layers, sparsify
 from adapmtl.sparsity.masks import freeze_masks
 from adapmtl.sparsity.parametrization import hard_threshold
 from sparsity_toys import ConvMTL, logit, single_thread
@@ -209,7 +209,7 @@ def test_retain_graph_backward_twice_accumulates_the_same_gradient(hard):
 @pytest.fixture
 def recycle_small(monkeypatch):
     """Recycle the toy model's weights too (only weights of 32 MB or more are, by default)."""
-    monkeypatch.setattr(param, "RECYCLE_BYTES", 0)
+    monkeypatch.setattr(recycle, "RECYCLE_BYTES", 0)
 
 
 class _Reference(torch.nn.Module):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapmtl.sparsity.recycle import RECYCLE_BYTES
+from adapmtl.sparsity.recycle import carries_buffer
 from adapmtl.sparsity.sparsify import THRESHOLDS_ATTR, sparse_layers, thresholds
 
 _ORIGINAL = ".parametrizations.weight.original"
@@ -85,8 +85,7 @@ def keep_masks_in_weights(model: nn.Module, optimizer: torch.optim.Optimizer | N
         if not p.masked or p.in_place:
             continue
         original = module.parametrizations.weight.original
-        large = original.numel() * original.element_size() >= RECYCLE_BYTES
-        if large and original.device.type == "cpu":
+        if carries_buffer(original):
             continue
         state = optimizer.state.get(original, {}) if optimizer is not None else {}
         for key, value in state.items():

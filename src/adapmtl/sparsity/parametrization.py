@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapmtl.sparsity.recycle import RECYCLE_BYTES, Recycler, baselines, graph_only
+from adapmtl.sparsity.recycle import Recycler, baselines, carries_buffer, graph_only
 
 # Elements per block of the blockwise CPU passes: 1 MB in float32, so the several passes over a
 # block run in cache and a weight-sized array is streamed from memory once, in few Python steps.
@@ -284,8 +284,10 @@ class _MaskGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         # One weight-sized conversion and product, not :func:`_masked`'s blocks: in training
-        # steps of a model with large heads this came out several per cent of a step faster
-        # (docs/results/overhead.md), although the two cost the same on one layer alone.
+        # steps of mobilenetv2_cpu this came out about 5 % of a step faster (interleaved
+        # development runs), although the two cost the same on one layer alone. Only weights
+        # below RECYCLE_BYTES get here on the CPU (keep_masks_in_weights), so the temporaries
+        # come from glibc's heap, not from fresh mmaps.
         return grad_out * ctx.mask.view(torch.uint8).to(grad_out.dtype), None
 
 
@@ -385,11 +387,11 @@ class SparseWeight(nn.Module):
         return self._threshold(weight, recycler)
 
     def _training_recycler(self, weight: torch.Tensor) -> Recycler | None:
-        """The recycler in a training forward of a weight large enough to be a fresh ``mmap``;
-        elsewhere (smaller weights, evaluation, no_grad) it lets its buffer go, so a model at
-        rest holds no weight-sized buffer beyond its gradients."""
-        large = weight.numel() * weight.element_size() >= RECYCLE_BYTES
-        if large and torch.is_grad_enabled() and weight.requires_grad:
+        """The recycler in a training forward of a weight that carries a buffer between steps
+        (:func:`~adapmtl.sparsity.recycle.carries_buffer`); elsewhere (smaller or non-CPU
+        weights, evaluation, no_grad) it lets its buffer go, so a model at rest holds no
+        weight-sized buffer beyond its gradients."""
+        if carries_buffer(weight) and torch.is_grad_enabled() and weight.requires_grad:
             return self.recycler
         self.recycler.release()
         return None

@@ -33,6 +33,12 @@ import torch
 RECYCLE_BYTES = 32 << 20
 
 
+def carries_buffer(weight: torch.Tensor) -> bool:
+    """True for a CPU weight of :data:`RECYCLE_BYTES` or more: each weight-sized buffer of it is
+    a fresh ``mmap``, so its layer carries one from step to step."""
+    return weight.device.type == "cpu" and weight.numel() * weight.element_size() >= RECYCLE_BYTES
+
+
 def storage_refs(tensor: torch.Tensor) -> int:
     """References to ``tensor``'s storage (tensors and views sharing it, saved copies, and one
     for the storage object made to ask)."""
