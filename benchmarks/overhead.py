@@ -20,10 +20,9 @@ uses by default, ``optim.fused``; ``--unfused-adam``: PyTorch's default loop of 
 operations). The dense model and one sparsified copy per mode are stepped in turn in one process
 (the order flips every repetition), after two warm-up steps each; the reported ratio is the
 median over repetitions of t_sparse / t_dense of the same repetition, so slow phases of a shared
-machine hit all variants alike. t is the CPU time
-of the process (``time.process_time``) with one intra-op thread: on a shared machine it excludes
-the time the process waits for a core, which wall-clock time does not (the wall-clock ratio is
-reported too).
+machine hit all variants alike. t is the CPU time of the process (``time.process_time``) with
+one intra-op thread: on a shared machine it excludes the time the process waits for a core,
+which wall-clock time does not (the wall-clock ratio is reported too).
 
 Memory: each variant runs in a fresh subprocess that imports torch, warms up torch's kernels on a
 tiny model, then builds the case's model and optimizer and trains three steps; the peak resident
