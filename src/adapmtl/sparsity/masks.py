@@ -71,9 +71,9 @@ def keep_masks_in_weights(model: nn.Module, optimizer: torch.optim.Optimizer | N
     forward, value for value: the stored weights and their gradient are zeroed under the mask,
     and so is every weight-shaped state ``optimizer`` keeps for them (Adam's moments, SGD's
     momentum), so an update, whose size such state sets for an entry with no gradient, cannot
-    move a pruned weight off zero. Any later mask or state-dict load returns a layer to ``W *
-    M``. Raises ``ValueError`` for optimizer state it cannot mask (neither weight-shaped nor a
-    scalar), as an update from it could regrow pruned weights.
+    move a pruned weight off zero. Any later mask or state-dict load returns a layer to
+    ``W * M``. Raises ``ValueError`` for optimizer state it cannot mask (neither weight-shaped
+    nor a scalar), as an update from it could regrow pruned weights.
 
     Weights of :data:`~adapmtl.sparsity.recycle.RECYCLE_BYTES` or more keep ``W * M`` on the
     CPU: its buffers are reused from step to step there, while the masked gradient would be a
