@@ -62,15 +62,15 @@ def test_the_accelerator_forward_matches_the_cpu_forward_bit_for_bit(hard):
     weight[0, :2] = torch.stack([alpha, -alpha])
     result = torch.empty(weight.numel())
     param._shrink_by_tensor(weight.reshape(-1), alpha, hard, result)
-    expected = param._threshold_forward(weight, alpha, hard, None)
+    expected = param.threshold_forward(weight, alpha, hard, None)
     assert torch.equal(result.view_as(weight), expected)
     assert torch.equal(expected[0, :2], torch.zeros(2))
     with param.threshold_levels_as_tensors(), SyncCounter() as syncs:
-        as_on_accelerator = param._threshold_forward(weight, alpha, hard, None)
+        as_on_accelerator = param.threshold_forward(weight, alpha, hard, None)
     assert syncs.total == 0
     assert torch.equal(as_on_accelerator, expected)
     with SyncCounter() as syncs:
-        param._threshold_forward(weight, alpha, hard, None)
+        param.threshold_forward(weight, alpha, hard, None)
     assert syncs.total == 1  # the CPU path reads a
 
 

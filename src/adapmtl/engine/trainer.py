@@ -18,6 +18,7 @@ This module is the loop; the run directory is :mod:`adapmtl.rundir`, what a chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -71,7 +72,13 @@ from adapmtl.engine.state import (
 from adapmtl.errors import UserError
 from adapmtl.methods import TrainingContext
 from adapmtl.rundir import final_results, prepare_run_dir, truncate_log, write_run_files
-from adapmtl.sparsity import is_sparsified, keep_masks_in_weights, overall_sparsity, report
+from adapmtl.sparsity import (
+    batched_thresholds,
+    is_sparsified,
+    keep_masks_in_weights,
+    overall_sparsity,
+    report,
+)
 from adapmtl.sparsity.target import target_fields
 from adapmtl.tasks.score import load_reference, normalised_score
 
@@ -398,7 +405,8 @@ class Trainer:
         The step reads the device once (:meth:`read`, :class:`StepHealth`), after backward. A
         step with a non-finite loss undoes its weighting update before it is skipped."""
         self.model.train()
-        losses = self._task_losses(batch, self.parallel, check_values=False)
+        with self._batched_thresholds():
+            losses = self._task_losses(batch, self.parallel, check_values=False)
         vector = torch.stack(list(losses.values()))
         mean, counts, disagreement = self._synchronise(
             vector.detach(), self._target_problems(batch[1])
@@ -436,6 +444,13 @@ class Trainer:
         self.method.after_step(self.context, self.iteration)
         self._keep_final_masks_in_weights()
         return health.scalars(list(self.tasks))
+
+    def _batched_thresholds(self) -> contextlib.AbstractContextManager:
+        """The small layers' thresholds in one node for this step's forward
+        (``train.batched_thresholds``)."""
+        if self.config.train.batched_thresholds:
+            return batched_thresholds(self.model)
+        return contextlib.nullcontext()
 
     def _keep_final_masks_in_weights(self) -> None:
         """Switch the masks to the weights once the method says they are final (once per run

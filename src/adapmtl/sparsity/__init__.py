@@ -3,6 +3,7 @@ scheduled level and allocation, bake."""
 
 from adapmtl.components import default_components, path_matches
 from adapmtl.sparsity.allocation import CostAllocation
+from adapmtl.sparsity.batch import batched_thresholds
 from adapmtl.sparsity.controller import CONTROLLER_MODES, TargetSparsityController
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel, rescale_thresholds
 from adapmtl.sparsity.masks import (
@@ -43,6 +44,7 @@ __all__ = [
     "TargetSparsityController",
     "ThresholdPressure",
     "bake",
+    "batched_thresholds",
     "current_masks",
     "default_components",
     "dense_state_dict",

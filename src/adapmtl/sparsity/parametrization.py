@@ -51,8 +51,8 @@ def _blocks(*flats: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         yield tuple(f[start : start + _CPU_BLOCK] for f in flats)
 
 
-def _threshold_forward(
-    weight: torch.Tensor, alpha: torch.Tensor, hard: bool, out: torch.Tensor | None
+def threshold_forward(
+    weight: torch.Tensor, alpha: torch.Tensor | float, hard: bool, out: torch.Tensor | None
 ) -> torch.Tensor:
     """S(W, a) = W - clamp(W, -a, a) or H(W, a) = W * 1[|W| > a], into ``out`` or a new buffer.
 
@@ -60,15 +60,23 @@ def _threshold_forward(
     one pass (the same values bit for bit: both compare |W| with a strictly and S subtracts a
     from the survivors): the weight is read once and the result written once. On an accelerator
     ``a`` stays a tensor (:func:`_shrink_by_tensor`), as reading it would synchronise the device.
+    ``alpha`` may also be given as the number already read (:func:`threshold_level`).
     """
     flat = weight.reshape(-1)
     result = torch.empty_like(flat) if out is None else out.view(-1)
-    if _reads_for_free(alpha):
+    level = threshold_level(alpha) if isinstance(alpha, torch.Tensor) else alpha
+    if isinstance(level, float):
         shrink = torch.ops.aten.hardshrink.out if hard else torch.ops.aten.softshrink.out
-        shrink(flat, alpha.item(), out=result)
+        shrink(flat, level, out=result)
     else:
-        _shrink_by_tensor(flat, alpha, hard, result)
+        _shrink_by_tensor(flat, level, hard, result)
     return result.view_as(weight)
+
+
+def threshold_level(alpha: torch.Tensor) -> torch.Tensor | float:
+    """The level ``a`` as the thresholds apply it: a number where reading it is free (the CPU),
+    else the 0-d tensor itself."""
+    return alpha.item() if _reads_for_free(alpha) else alpha
 
 
 _levels_as_tensors = False
@@ -135,36 +143,40 @@ def _threshold_apply(
     """The forward of either threshold: S or H into a recycled buffer or a new one, saved for
     :func:`_threshold_backward`."""
     recycler, buffer = _recycled(weight, recycler)
-    out = _threshold_forward(weight, alpha, hard=hard, out=buffer)
+    out = threshold_forward(weight, alpha, hard=hard, out=buffer)
     _save(ctx, weight, out, recycler)
     ctx.alpha_shape = alpha.shape
     return out
 
 
-def _overwritable(ctx: Any, out: torch.Tensor, grad_out: torch.Tensor) -> bool:
+def _overwritable(out: torch.Tensor, grad_out: torch.Tensor, recycler: Recycler | None) -> bool:
     return (
         out.is_contiguous()
         and grad_out.dtype == out.dtype
         and grad_out.device == out.device
-        and graph_only(out, ctx.recycler)
+        and graph_only(out, recycler)
     )
 
 
-def _threshold_backward(
-    ctx: Any, grad_out: torch.Tensor, straight_through: bool
-) -> tuple[torch.Tensor | None, ...]:
-    """dL/dW and dL/da of either threshold from the saved effective weight ``out``.
+def threshold_gradients(
+    grad_out: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    need_weight: bool,
+    need_alpha: bool,
+    straight_through: bool,
+    recycler: Recycler | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """dL/dW and dL/da of either threshold from its output ``out`` (S or H) and dL/dout.
 
     With ``B = |W| > a = (out != 0)`` and ``sign(W) * B = sign(out)`` (both thresholds):
     dL/dW = dL/dout * B (Eq. 4), or dL/dout itself when ``straight_through``; dL/da =
-    -sum(dL/dout * sign(out)) (Eq. 5). On CPU the work runs block by block, so no weight-sized
-    temporary is made, and dL/dW is written over ``out`` when that is dead
-    (:mod:`adapmtl.sparsity.recycle`).
+    -sum(dL/dout * sign(out)) (Eq. 5), a 0-d tensor. On CPU the work runs block by block, so no
+    weight-sized temporary is made, and dL/dW is written over ``out`` when that is dead
+    (:mod:`adapmtl.sparsity.recycle`); ``out`` must not be used afterwards.
     """
-    (out,) = ctx.saved_tensors
-    need_weight, need_alpha = ctx.needs_input_grad[:2]
     masked_grad = need_weight and not straight_through
-    in_place = masked_grad and _overwritable(ctx, out, grad_out)
+    in_place = masked_grad and _overwritable(out, grad_out, recycler)
     g, s = grad_out.reshape(-1), out.reshape(-1)
     grad_weight = (s if in_place else torch.empty_like(g)) if masked_grad else None
     partial: list[torch.Tensor] = []
@@ -178,7 +190,25 @@ def _threshold_backward(
         weight_grad: torch.Tensor | None = grad_weight.view_as(grad_out)
     else:
         weight_grad = grad_out if need_weight else None
-    alpha_grad = -sum(partial).reshape(ctx.alpha_shape) if need_alpha else None
+    return weight_grad, -sum(partial) if need_alpha else None
+
+
+def _threshold_backward(
+    ctx: Any, grad_out: torch.Tensor, straight_through: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """The backward of either threshold's autograd function (:func:`threshold_gradients`)."""
+    (out,) = ctx.saved_tensors
+    need_weight, need_alpha = ctx.needs_input_grad[:2]
+    weight_grad, alpha_grad = threshold_gradients(
+        grad_out,
+        out,
+        need_weight=need_weight,
+        need_alpha=need_alpha,
+        straight_through=straight_through,
+        recycler=ctx.recycler,
+    )
+    if alpha_grad is not None:
+        alpha_grad = alpha_grad.reshape(ctx.alpha_shape)
     return _finish(ctx, weight_grad), alpha_grad, None
 
 
@@ -267,7 +297,7 @@ class _Mask(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         (out,) = ctx.saved_tensors
-        target = out if _overwritable(ctx, out, grad_out) else None
+        target = out if _overwritable(out, grad_out, ctx.recycler) else None
         return _finish(ctx, _masked(grad_out, ctx.mask, target)), None, None
 
 
@@ -321,6 +351,15 @@ def hard_threshold(
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
 
 
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device`` where it is enabled: under mixed precision a threshold is
+    still applied in the weight's own precision (float32); the layer's own operation casts the
+    effective weight afterwards."""
+    if device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class SparseWeight(nn.Module):
     """Parametrization producing the effective (sparse) weight of one layer.
 
@@ -332,7 +371,9 @@ class SparseWeight(nn.Module):
     ``regrow`` gives the pruned weights of either threshold the straight-through gradient.
     ``in_place`` (set by :func:`~adapmtl.sparsity.masks.keep_masks_in_weights`, cleared by every
     new mask and every state-dict load) says that the stored weight is already zero under the
-    mask, so the mask applies to the gradient only.
+    mask, so the mask applies to the gradient only. ``prepared`` is an effective weight computed
+    ahead of the forward for many layers at once (:mod:`adapmtl.sparsity.batch`), which the
+    forward returns while it is set.
     """
 
     mask: torch.Tensor
@@ -353,6 +394,7 @@ class SparseWeight(nn.Module):
         self.hard = hard
         self.regrow = regrow
         self.in_place = False
+        self.prepared: torch.Tensor | None = None
         self.register_buffer("mask", torch.ones(0, dtype=torch.bool, device="cpu"))
         self.recycler = Recycler()
         baselines()  # measured here, never first inside a backward pass
@@ -367,6 +409,8 @@ class SparseWeight(nn.Module):
         return None if self.group is None else self.thresholds[self.group]
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.prepared is not None:
+            return self.prepared
         if self.masked and self.in_place:
             self.recycler.release()
             if torch.is_grad_enabled() and weight.requires_grad:
@@ -377,14 +421,8 @@ class SparseWeight(nn.Module):
             return _Mask.apply(weight, self.mask, recycler)
         if self.group is None:
             return weight
-        if weight.device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(
-            weight.device.type
-        ):
-            # under mixed precision the threshold is still applied in the weight's own precision
-            # (float32); the layer's own operation casts the effective weight afterwards
-            with torch.autocast(weight.device.type, enabled=False):
-                return self._threshold(weight, recycler)
-        return self._threshold(weight, recycler)
+        with autocast_off(weight.device):
+            return self._threshold(weight, recycler)
 
     def _training_recycler(self, weight: torch.Tensor) -> Recycler | None:
         """The recycler in a training forward of a weight that carries a buffer between steps
