@@ -6,7 +6,10 @@ Modes (``--modes``): ``soft`` = ``sparsify(model, grouping="component")`` (the p
 threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` (the hard
 threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=True`` (the
 recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
-``frozen`` = ``hard_regrow`` after
+``auto_per_layer`` = ``auto`` with each
+layer's threshold in its own autograd call (``train.batched_thresholds: false``; every other
+mode, like training, applies the thresholds of the layers up to 1 MB in one node,
+:func:`~adapmtl.sparsity.batched.batched_thresholds`), ``frozen`` = ``hard_regrow`` after
 ``freeze_masks`` with the mask kept in the weights (``keep_masks_in_weights``: what training runs
 once the target-sparsity controller has fixed the mask, and SNIP/LTH/IMP/DiSparse once their last
 mask is set), ``frozen_computed`` = the same mask applied as ``W * M`` in every forward (what runs
@@ -75,6 +78,8 @@ from torch.nn import functional as F
 from adapmtl.engine.allocator import keep_freed_memory
 from adapmtl.models import MultiTaskModel, build_model
 from adapmtl.sparsity import (
+    batched,
+    batched_thresholds,
     freeze_masks,
     keep_masks_in_weights,
     param_groups,
@@ -139,6 +144,7 @@ class Trainer:
         self, model: MultiTaskModel, case: Case, mode: str = "dense", seed: int = 0
     ) -> None:
         self.model = model.train()
+        self.batched = mode != "auto_per_layer"
         self.optimizer = torch.optim.Adam(param_groups(model, lr=1e-4), fused=FUSED_ADAM or None)
         if mode == "frozen":
             keep_masks_in_weights(model, self.optimizer)
@@ -157,7 +163,8 @@ class Trainer:
         """One training step; returns (CPU seconds of this process, wall-clock seconds)."""
         cpu, wall = time.process_time(), time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(self.x)
+        with batched_thresholds(self.model) if self.batched else contextlib.nullcontext():
+            out = self.model(self.x)
         loss = sum(
             F.cross_entropy(o, self.targets[t]) if t == "seg" else F.mse_loss(o, self.targets[t])
             for t, o in out.items()
@@ -167,7 +174,15 @@ class Trainer:
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-MODES = ("soft", "hard_regrow", "auto", "frozen", "frozen_computed", "dense_copy")
+MODES = (
+    "soft",
+    "hard_regrow",
+    "auto",
+    "auto_per_layer",
+    "frozen",
+    "frozen_computed",
+    "dense_copy",
+)
 
 
 def sparsified(model: nn.Module, mode: str) -> nn.Module:
@@ -176,7 +191,7 @@ def sparsified(model: nn.Module, mode: str) -> nn.Module:
         return model
     if mode == "soft":
         return sparsify(model, grouping="component")
-    if mode == "auto":
+    if mode in ("auto", "auto_per_layer"):
         return sparsify(model, grouping="component", mode="auto", regrow=True)
     sparsify(model, grouping="component", mode="hard", regrow=True)
     if mode in ("frozen", "frozen_computed"):
@@ -186,9 +201,9 @@ def sparsified(model: nn.Module, mode: str) -> nn.Module:
 
 @contextlib.contextmanager
 def timed_parametrization(spent: dict[str, float]) -> Iterator[None]:
-    """Add the wall time spent in ``SparseWeight.forward`` to ``spent["forward"]`` and in the
-    backward of the parametrization's autograd functions to ``spent["backward"]`` while the block
-    runs."""
+    """Add the wall time spent in ``SparseWeight.forward`` and the batched thresholds' forward
+    to ``spent["forward"]`` and in the backward of the parametrization's autograd functions to
+    ``spent["backward"]`` while the block runs."""
 
     def timed(fn: Callable, key: str) -> Callable:
         def wrapper(*args: object) -> object:
@@ -202,20 +217,23 @@ def timed_parametrization(spent: dict[str, float]) -> Iterator[None]:
 
     functions = [
         f
-        for f in vars(parametrization).values()
+        for module in (parametrization, batched)
+        for f in vars(module).values()
         if isinstance(f, type) and issubclass(f, torch.autograd.Function) and "backward" in vars(f)
     ]
-    saved = [(f, vars(f)["backward"]) for f in functions]
+    # the batched node's forward runs before the layers', outside SparseWeight.forward
+    saved = [(f, "backward") for f in functions] + [(batched._BatchedThreshold, "forward")]
+    originals = [vars(f)[name] for f, name in saved]
     forward = parametrization.SparseWeight.forward
     try:
-        for f, backward in saved:
-            plain = backward.__func__ if isinstance(backward, staticmethod) else backward
-            f.backward = staticmethod(timed(plain, "backward"))
+        for (f, name), original in zip(saved, originals, strict=True):
+            plain = original.__func__ if isinstance(original, staticmethod) else original
+            setattr(f, name, staticmethod(timed(plain, name)))
         parametrization.SparseWeight.forward = timed(forward, "forward")
         yield
     finally:
-        for f, backward in saved:
-            f.backward = backward
+        for (f, name), original in zip(saved, originals, strict=True):
+            setattr(f, name, original)
         parametrization.SparseWeight.forward = forward
 
 

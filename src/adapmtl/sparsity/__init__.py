@@ -3,7 +3,7 @@ scheduled level and allocation, bake."""
 
 from adapmtl.components import default_components, path_matches
 from adapmtl.sparsity.allocation import CostAllocation
-from adapmtl.sparsity.batch import batched_thresholds
+from adapmtl.sparsity.batched import batched_thresholds
 from adapmtl.sparsity.controller import CONTROLLER_MODES, TargetSparsityController
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel, rescale_thresholds
 from adapmtl.sparsity.masks import (

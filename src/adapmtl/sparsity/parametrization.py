@@ -372,7 +372,7 @@ class SparseWeight(nn.Module):
     ``in_place`` (set by :func:`~adapmtl.sparsity.masks.keep_masks_in_weights`, cleared by every
     new mask and every state-dict load) says that the stored weight is already zero under the
     mask, so the mask applies to the gradient only. ``prepared`` is an effective weight computed
-    ahead of the forward for many layers at once (:mod:`adapmtl.sparsity.batch`), which the
+    ahead of the forward for many layers at once (:mod:`adapmtl.sparsity.batched`), which the
     forward returns while it is set.
     """
 
