@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from adapmtl.sparsity import batched_thresholds, freeze_masks, sparse_layers, sparsify
+from adapmtl.sparsity import batched_thresholds, freeze_masks, recycle, sparse_layers, sparsify
 from adapmtl.sparsity.parametrization import threshold_levels_as_tensors
 from conftest import fit_tiny
 from sparsity_toys import ConvMTL, conv_mtl, logit, total_loss
@@ -78,6 +78,18 @@ def test_one_node_holds_the_layers_up_to_the_size_limit_and_larger_ones_keep_the
     with batched_thresholds(model, max_bytes=largest - 1) as count:
         names = node_names(model(batch()))
     assert count == sum(size < largest for size in sizes.values()) == 3
+    assert names.count("_BatchedThresholdBackward") == 1
+    assert names.count("_SoftThresholdBackward") == 2
+
+
+def test_weights_that_recycle_their_buffers_keep_their_own_calls(monkeypatch):
+    """A CPU weight of RECYCLE_BYTES or more writes its effective weight into last step's
+    gradient (recycle); the batched node would hold that output to the end of backward."""
+    monkeypatch.setattr(recycle, "RECYCLE_BYTES", 576 * 4)  # backbone.3 and heads.seg.0 carry one
+    model = sparsify(conv_mtl(), init=logit(0.03))
+    with batched_thresholds(model) as count:
+        names = node_names(model(batch()))
+    assert count == 3
     assert names.count("_BatchedThresholdBackward") == 1
     assert names.count("_SoftThresholdBackward") == 2
 

@@ -144,10 +144,10 @@ class TrainConfig:
     value, without a pass over every weight and a weight-sized buffer per layer
     (:func:`~adapmtl.sparsity.masks.keep_masks_in_weights`)."""
     batched_thresholds: bool = True
-    """Apply the thresholds of all layers with weights up to 1 MB in one autograd node per
-    training forward instead of one call per layer (:mod:`adapmtl.sparsity.batched`): the same
-    values (the thresholds' gradients up to the order of their sums), a faster step on models
-    with many small layers. ``false``: one call per layer, as earlier versions."""
+    """Apply the thresholds of all layers in one autograd node per training forward instead of
+    one call per layer (:mod:`adapmtl.sparsity.batched`; CPU weights of 32 MB or more keep their
+    own): the same values (the thresholds' gradients up to the order of their sums), a faster
+    step on models with many small layers. ``false``: one call per layer, as earlier versions."""
 
 
 @dataclass

@@ -446,7 +446,7 @@ class Trainer:
         return health.scalars(list(self.tasks))
 
     def _batched_thresholds(self) -> contextlib.AbstractContextManager:
-        """The small layers' thresholds in one node for this step's forward
+        """The thresholds in one node for this step's forward
         (``train.batched_thresholds``)."""
         if self.config.train.batched_thresholds:
             return batched_thresholds(self.model)

@@ -1,19 +1,20 @@
-"""The thresholds of a model's small layers in one autograd node per training forward.
+"""The thresholds of a model's layers in one autograd node per training forward.
 
 Each threshold layer (paper Eq. 2, or the hard threshold) costs a forward call and a backward
 call of its own autograd function per training step. On a small weight that fixed cost of Python
 and dispatch outweighs the arithmetic, and it grows inside a step, where the convolutions run
-between two calls and evict the caches: on ``mobilenetv2_cpu``, whose 76 layers below 1 MB hold
-8 % of its weights, those calls took about 80 µs each in the step against 20 µs alone.
+between two calls and evict the caches: in development runs on ``mobilenetv2_cpu`` its 76 layers
+below 1 MB, 8 % of its weights, spent about 20 ms per step in their own calls, 80-180 µs per
+call against about 20 µs for the same call alone.
 
-:func:`batched_thresholds` computes, on entering, the effective weights of every small threshold
-layer in one :class:`_BatchedThreshold` node and hands each layer its own
+:func:`batched_thresholds` computes, on entering, the effective weights of every threshold layer
+in one :class:`_BatchedThreshold` node and hands each layer its own
 (:attr:`~adapmtl.sparsity.parametrization.SparseWeight.prepared`); the node's one backward gives
 every weight's gradient (Eq. 4, or the straight-through one with ``regrow``) and every threshold's
 (Eq. 5), the same values as the per-layer functions, the thresholds' up to the order of their
-sums. Large weights keep their own calls: their cost is their arithmetic, and on the CPU they
-recycle their buffers between steps (:mod:`adapmtl.sparsity.recycle`), which a node holding
-every output until the end of backward would defeat.
+sums. Weights that carry a recycled buffer between steps (CPU weights of 32 MB or more,
+:mod:`adapmtl.sparsity.recycle`) keep their own calls: the node holds every output until the end
+of backward, which would defeat the recycling, and their cost is their arithmetic anyway.
 """
 
 from __future__ import annotations
@@ -33,13 +34,8 @@ from adapmtl.sparsity.parametrization import (
     threshold_gradients,
     threshold_level,
 )
-from adapmtl.sparsity.recycle import RECYCLE_BYTES
+from adapmtl.sparsity.recycle import carries_buffer
 from adapmtl.sparsity.sparsify import sparse_layers
-
-BATCH_BYTES = 1 << 20
-"""Weights up to this size (1 MB: 262144 float32 values) are batched. Above it one layer's
-passes over its weight cost more than its call."""
-assert BATCH_BYTES < RECYCLE_BYTES  # a batched weight never carries a recycled buffer
 
 
 @dataclass(frozen=True)
@@ -102,32 +98,36 @@ class _BatchedThreshold(torch.autograd.Function):
         return None, None, *alpha_grads, *weight_grads
 
 
-def _batched_layers(model: nn.Module, max_bytes: int) -> list[tuple[SparseWeight, torch.Tensor]]:
-    """(parametrization, stored weight) of every layer applying a threshold to a weight of at
-    most ``max_bytes``."""
+def _batched_layers(
+    model: nn.Module, max_bytes: int | None
+) -> list[tuple[SparseWeight, torch.Tensor]]:
+    """(parametrization, stored weight) of every layer applying a threshold to a weight that
+    carries no recycled buffer (and is at most ``max_bytes``, when given)."""
     found = []
     for _, module, weight_param in sparse_layers(model):
         weight = module.parametrizations.weight.original
+        size = weight.numel() * weight.element_size()
         if (
             weight_param.group is not None
             and not weight_param.masked
-            and weight.numel() * weight.element_size() <= max_bytes
+            and not carries_buffer(weight)
+            and (max_bytes is None or size <= max_bytes)
         ):
             found.append((weight_param, weight))
     return found
 
 
 @contextlib.contextmanager
-def batched_thresholds(model: nn.Module, max_bytes: int = BATCH_BYTES) -> Iterator[int]:
-    """Within the block, every threshold layer of ``model`` with a weight of at most
-    ``max_bytes`` returns an effective weight computed on entering, for all of them in one
-    autograd node (module docstring); yields how many layers that is.
+def batched_thresholds(model: nn.Module, max_bytes: int | None = None) -> Iterator[int]:
+    """Within the block, every threshold layer of ``model`` (with a weight of at most
+    ``max_bytes``, when given) returns an effective weight computed on entering, for all of them
+    in one autograd node (module docstring); yields how many layers that is.
 
     Only with gradients enabled and at least two such layers; elsewhere (evaluation, masks,
-    large weights) each layer computes its own. The layers are read on every entry, so a method
-    that changes them between steps (a frozen mask, a new parametrization) is followed. Meant
-    around one training forward: the effective weights are computed once, so a weight changed
-    inside the block is not seen until the next.
+    weights that carry a recycled buffer) each layer computes its own. The layers are read on
+    every entry, so a method that changes them between steps (a frozen mask, a new
+    parametrization) is followed. Meant around one training forward: the effective weights are
+    computed once, so a weight changed inside the block is not seen until the next.
     """
     layers = _batched_layers(model, max_bytes) if torch.is_grad_enabled() else []
     if len(layers) < 2:
