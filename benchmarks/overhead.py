@@ -8,7 +8,7 @@ threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=
 recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
 ``auto_per_layer`` = ``auto`` with each
 layer's threshold in its own autograd call (``train.batched_thresholds: false``; every other
-mode, like training, applies the thresholds of the layers up to 1 MB in one node,
+mode, like training, applies the thresholds of the layers without recycled buffers in one node,
 :func:`~adapmtl.sparsity.batched.batched_thresholds`), ``frozen`` = ``hard_regrow`` after
 ``freeze_masks`` with the mask kept in the weights (``keep_masks_in_weights``: what training runs
 once the target-sparsity controller has fixed the mask, and SNIP/LTH/IMP/DiSparse once their last

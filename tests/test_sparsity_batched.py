@@ -71,17 +71,6 @@ def test_the_batched_node_gives_the_per_layer_values_and_gradients(name):
             assert torch.equal(grad, reference[param_name]), param_name
 
 
-def test_one_node_holds_the_layers_up_to_the_size_limit_and_larger_ones_keep_their_own():
-    model = sparsify(conv_mtl(), init=logit(0.03))
-    sizes = {path: m.weight.numel() * 4 for path, m, _ in sparse_layers(model)}
-    largest = max(sizes.values())  # backbone.3 and heads.seg.0, 576 weights each
-    with batched_thresholds(model, max_bytes=largest - 1) as count:
-        names = node_names(model(batch()))
-    assert count == sum(size < largest for size in sizes.values()) == 3
-    assert names.count("_BatchedThresholdBackward") == 1
-    assert names.count("_SoftThresholdBackward") == 2
-
-
 def test_weights_that_recycle_their_buffers_keep_their_own_calls(monkeypatch):
     """A CPU weight of RECYCLE_BYTES or more writes its effective weight into last step's
     gradient (recycle); the batched node would hold that output to the end of backward."""

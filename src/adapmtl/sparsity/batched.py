@@ -98,30 +98,26 @@ class _BatchedThreshold(torch.autograd.Function):
         return None, None, *alpha_grads, *weight_grads
 
 
-def _batched_layers(
-    model: nn.Module, max_bytes: int | None
-) -> list[tuple[SparseWeight, torch.Tensor]]:
+def _batched_layers(model: nn.Module) -> list[tuple[SparseWeight, torch.Tensor]]:
     """(parametrization, stored weight) of every layer applying a threshold to a weight that
-    carries no recycled buffer (and is at most ``max_bytes``, when given)."""
+    carries no recycled buffer."""
     found = []
     for _, module, weight_param in sparse_layers(model):
         weight = module.parametrizations.weight.original
-        size = weight.numel() * weight.element_size()
         if (
             weight_param.group is not None
             and not weight_param.masked
             and not carries_buffer(weight)
-            and (max_bytes is None or size <= max_bytes)
         ):
             found.append((weight_param, weight))
     return found
 
 
 @contextlib.contextmanager
-def batched_thresholds(model: nn.Module, max_bytes: int | None = None) -> Iterator[int]:
-    """Within the block, every threshold layer of ``model`` (with a weight of at most
-    ``max_bytes``, when given) returns an effective weight computed on entering, for all of them
-    in one autograd node (module docstring); yields how many layers that is.
+def batched_thresholds(model: nn.Module) -> Iterator[int]:
+    """Within the block, every threshold layer of ``model`` returns an effective weight computed
+    on entering, for all of them in one autograd node (module docstring); yields how many layers
+    that is.
 
     Only with gradients enabled and at least two such layers; elsewhere (evaluation, masks,
     weights that carry a recycled buffer) each layer computes its own. The layers are read on
@@ -129,7 +125,7 @@ def batched_thresholds(model: nn.Module, max_bytes: int | None = None) -> Iterat
     parametrization) is followed. Meant around one training forward: the effective weights are
     computed once, so a weight changed inside the block is not seen until the next.
     """
-    layers = _batched_layers(model, max_bytes) if torch.is_grad_enabled() else []
+    layers = _batched_layers(model) if torch.is_grad_enabled() else []
     if len(layers) < 2:
         yield 0
         return
