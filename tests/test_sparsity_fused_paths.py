@@ -20,7 +20,7 @@ _single_thread = pytest.fixture(autouse=True)(single_thread)
 
 ALPHA = 0.05
 # three full blocks and a partial one
-SHAPE = (3 * param._CPU_BLOCK // 64 + 5, 64)
+SHAPE = (3 * param._CPU_CHUNK // 64 + 5, 64)
 
 
 def _case(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from adapmtl.sparsity import bake, is_sparsified, set_masks, sparse_layers, sparsify
+from adapmtl.sparsity.blocks import block_norms, is_blocked
 from adapmtl.sparsity.topk import Masks, layer_top_k, magnitude_masks
 
 
@@ -41,10 +42,10 @@ def block_magnitude_prune(model: nn.Module, sparsity: float, *, block: int = 4) 
     def masks(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for path, weight in weights.items():
-            if weight.shape[0] % block:
+            if not is_blocked(weight, block):
                 out |= magnitude_masks({path: weight}, sparsity, scope="layer")
                 continue
-            norms = weight.detach().reshape(weight.shape[0] // block, block, -1).norm(dim=1)
+            norms = block_norms(weight.detach(), block)
             keep = layer_top_k(norms, norms.numel() - round(sparsity * norms.numel()))
             out[path] = keep.repeat_interleave(block, 0).reshape(weight.shape)
         return out

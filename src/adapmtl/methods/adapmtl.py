@@ -41,6 +41,7 @@ from adapmtl.sparsity import (
     thresholds,
 )
 from adapmtl.sparsity.allocation import CostAllocation
+from adapmtl.sparsity.blocks import check_block
 from adapmtl.sparsity.level import CubicSchedule, ScheduledLevel
 from adapmtl.sparsity.structure import UntraceableModelError
 from adapmtl.sparsity.target import reached
@@ -96,11 +97,16 @@ class AdapMTL(Method):
         """Step in log alpha per unit of log cost (``allocation: cost``)."""
         cost_band: float = 0.25
         """Relative width of the band above each threshold whose cost is measured."""
+        block: int = 1
+        """Prune in blocks of this many consecutive output channels, each block kept or pruned
+        whole by its magnitude (:mod:`adapmtl.sparsity.blocks`); 1 (the paper's) prunes weight
+        by weight."""
 
     def __init__(self, target: float | None, options: Options) -> None:
         if target is None:
             raise ValueError("adapmtl needs a target sparsity (method.target)")
         options = resolve_recipe(options)
+        check_block(options.block, "options.block")
         if options.allocation != "gradient" and options.level != "schedule":
             raise ValueError(
                 f"allocation {options.allocation!r} needs level 'schedule': without gradients the "
@@ -123,6 +129,7 @@ class AdapMTL(Method):
             "init": self.options.init,
             "exclude": self.options.exclude,
             "regrow": self.options.regrow,
+            "block": self.options.block,
         }
         try:
             sparsify(model, mode=self.options.threshold, **settings)

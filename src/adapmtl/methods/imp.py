@@ -24,6 +24,7 @@ from adapmtl.methods.masking import (
     load_under_masks,
     mask_smallest,
 )
+from adapmtl.sparsity.blocks import check_block
 
 
 def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float:
@@ -47,6 +48,9 @@ class IMP(Method):
         """s_i."""
         dense_checkpoint: str | None = None
         """Checkpoint of a trained dense run to start from."""
+        block: int = 1
+        """Prune in blocks of this many consecutive output channels, scored by their magnitude
+        (:mod:`adapmtl.sparsity.blocks`); 1 prunes weight by weight."""
         exclude: list[str] = field(default_factory=list)
 
     def __init__(self, target: float | None, options: Options) -> None:
@@ -59,6 +63,7 @@ class IMP(Method):
             )
         if options.steps < 1:
             raise ValueError(f"options.steps must be >= 1, got {options.steps}")
+        check_block(options.block, "options.block")
         if not 0.0 <= options.initial_sparsity <= target:
             raise ValueError(
                 f"options.initial_sparsity must be in [0, target], got {options.initial_sparsity}"
@@ -90,16 +95,16 @@ class IMP(Method):
             load_under_masks(ctx.model, state["model"], option)
         t0 = round(self.options.start_fraction * ctx.iterations)
         if t0 == 0 and self.options.initial_sparsity > 0:
-            mask_smallest(ctx.model, self.options.initial_sparsity)
+            mask_smallest(ctx.model, self.options.initial_sparsity, self.options.block)
 
     def after_step(self, ctx: TrainingContext, iteration: int) -> None:
         done = iteration + 1
         t0 = round(self.options.start_fraction * ctx.iterations)
         if done == t0 and t0 > 0 and self.options.initial_sparsity > 0:
-            mask_smallest(ctx.model, self.options.initial_sparsity)
+            mask_smallest(ctx.model, self.options.initial_sparsity, self.options.block)
         for step, (at, sparsity) in enumerate(self.schedule(ctx.iterations), start=1):
             if at == done and step > self.steps_done:
-                mask_smallest(ctx.model, sparsity)
+                mask_smallest(ctx.model, sparsity, self.options.block)
                 self.steps_done = step
 
     def masks_final(self) -> bool:

@@ -27,6 +27,7 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
+from adapmtl.sparsity.blocks import block_magnitude
 from adapmtl.sparsity.topk import Masks, keep_count, top_k_masks
 
 Scores = dict[str, torch.Tensor]
@@ -59,25 +60,29 @@ def components_of(model: nn.Module) -> dict[str, str]:
 
 
 @torch.no_grad()
-def magnitude_scores(model: nn.Module) -> Scores:
-    """|W * M| of every layer; weights outside the current mask score ``-inf`` so a magnitude
-    prune never brings them back (pruned weights stay pruned)."""
+def magnitude_scores(model: nn.Module, block: int = 1) -> Scores:
+    """|W * M| of every layer, or with ``block`` > 1 the magnitude of each weight's block of
+    output channels (:func:`~adapmtl.sparsity.blocks.block_magnitude`); weights outside the
+    current mask score ``-inf`` so a magnitude prune never brings them back (pruned weights stay
+    pruned)."""
     scores = {}
     for path, module, p in sparse_layers(model):
         weight = module.parametrizations.weight.original
-        score = weight.abs().float()
+        score = block_magnitude(weight, block).float()
         if p.masked:
             score = score.masked_fill(~p.mask, float("-inf"))
         scores[path] = score
     return scores
 
 
-def mask_smallest(model: nn.Module, target: float) -> Masks:
+def mask_smallest(model: nn.Module, target: float, block: int = 1) -> Masks:
     """Global magnitude pruning to overall sparsity ``target`` among the unpruned weights;
-    installs and returns the masks (pruned stored weights are zeroed)."""
-    scores = magnitude_scores(model)
+    installs and returns the masks (pruned stored weights are zeroed). With ``block`` > 1,
+    whole blocks of output channels are pruned (:mod:`adapmtl.sparsity.blocks`): the sparsity
+    lands within a block of ``target``, on the low side."""
+    scores = magnitude_scores(model, block)
     total = sum(s.numel() for s in scores.values())
-    masks = top_k_masks(scores, keep_count(total, target))
+    masks = top_k_masks(scores, keep_count(total, target), whole_ties=block > 1)
     set_masks(model, masks)
     return masks
 

@@ -70,7 +70,7 @@ class CostAllocation:
             if p.masked or p.theta is None or weight.grad is None:
                 continue
             alpha = torch.sigmoid(p.theta)
-            magnitude = weight.abs()
+            magnitude = p.magnitude(weight)
             in_band = (magnitude > alpha) & (magnitude <= alpha * (1.0 + self.band))
             taylor = (weight * weight.grad).square()
             sums[p.group] = sums.get(p.group, 0.0) + (taylor * in_band).sum()

@@ -99,14 +99,16 @@ class _BatchedThreshold(torch.autograd.Function):
 
 
 def _batched_layers(model: nn.Module) -> list[tuple[SparseWeight, torch.Tensor]]:
-    """(parametrization, stored weight) of every layer applying a threshold to a weight that
-    carries no recycled buffer."""
+    """(parametrization, stored weight) of every layer applying a threshold weight by weight
+    (blocked layers compute their own: :mod:`adapmtl.sparsity.blocks`) to a weight that carries
+    no recycled buffer."""
     found = []
     for _, module, weight_param in sparse_layers(model):
         weight = module.parametrizations.weight.original
         if (
             weight_param.group is not None
             and not weight_param.masked
+            and not weight_param.blocked(weight)
             and not carries_buffer(weight)
         ):
             found.append((weight_param, weight))

@@ -67,7 +67,8 @@ def rescale_thresholds(
         if p.masked or p.theta is None:
             continue
         alphas[p.group] = torch.sigmoid(p.theta)
-        ratios.append((module.parametrizations.weight.original.abs() / alphas[p.group]).flatten())
+        magnitude = p.magnitude(module.parametrizations.weight.original)
+        ratios.append((magnitude / alphas[p.group]).flatten())
     if not ratios:
         return None
     everything = torch.cat(ratios).float()

@@ -32,23 +32,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapmtl.sparsity.blocks import block_magnitude, block_threshold, check_block, is_blocked
 from adapmtl.sparsity.recycle import Recycler, baselines, carries_buffer, graph_only
 
-# Elements per block of the blockwise CPU passes: 1 MB in float32, so the several passes over a
-# block run in cache and a weight-sized array is streamed from memory once, in few Python steps.
-_CPU_BLOCK = 1 << 18
+# Elements per chunk of the chunked CPU passes: 1 MB in float32, so the several passes over a
+# chunk run in cache and a weight-sized array is streamed from memory once, in few Python steps.
+_CPU_CHUNK = 1 << 18
 
 
-def _blocks(*flats: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
-    """The same block of each flat tensor in turn: one block off the CPU, where a kernel launch
-    per block would cost more than the temporaries it saves, and for tensors of one block (no
+def _chunks(*flats: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The same chunk of each flat tensor in turn: one chunk off the CPU, where a kernel launch
+    per chunk would cost more than the temporaries it saves, and for tensors of one chunk (no
     slicing: most layers, whose Python overhead per call matters as much as their arithmetic)."""
     n = flats[0].numel()
-    if flats[0].device.type != "cpu" or n <= _CPU_BLOCK:
+    if flats[0].device.type != "cpu" or n <= _CPU_CHUNK:
         yield flats
         return
-    for start in range(0, n, _CPU_BLOCK):
-        yield tuple(f[start : start + _CPU_BLOCK] for f in flats)
+    for start in range(0, n, _CPU_CHUNK):
+        yield tuple(f[start : start + _CPU_CHUNK] for f in flats)
 
 
 def threshold_forward(
@@ -171,7 +172,7 @@ def threshold_gradients(
 
     With ``B = |W| > a = (out != 0)`` and ``sign(W) * B = sign(out)`` (both thresholds):
     dL/dW = dL/dout * B (Eq. 4), or dL/dout itself when ``straight_through``; dL/da =
-    -sum(dL/dout * sign(out)) (Eq. 5), a 0-d tensor. On CPU the work runs block by block, so no
+    -sum(dL/dout * sign(out)) (Eq. 5), a 0-d tensor. On CPU the work runs chunk by chunk, so no
     weight-sized temporary is made, and dL/dW is written over ``out`` when that is dead
     (:mod:`adapmtl.sparsity.recycle`); ``out`` must not be used afterwards.
     """
@@ -180,12 +181,12 @@ def threshold_gradients(
     g, s = grad_out.reshape(-1), out.reshape(-1)
     grad_weight = (s if in_place else torch.empty_like(g)) if masked_grad else None
     partial: list[torch.Tensor] = []
-    for g_block, s_block, w_block in _blocks(g, s, s if grad_weight is None else grad_weight):
-        if need_alpha:  # before s_block is overwritten
-            partial.append(torch.dot(g_block, torch.sign(s_block)))
+    for g_chunk, s_chunk, w_chunk in _chunks(g, s, s if grad_weight is None else grad_weight):
+        if need_alpha:  # before s_chunk is overwritten
+            partial.append(torch.dot(g_chunk, torch.sign(s_chunk)))
         if grad_weight is not None:
             # hardshrink's gradient with lambda 0 is dL/dout * (out != 0), in one pass
-            torch.ops.aten.hardshrink_backward.grad_input(g_block, s_block, 0.0, grad_input=w_block)
+            torch.ops.aten.hardshrink_backward.grad_input(g_chunk, s_chunk, 0.0, grad_input=w_chunk)
     if grad_weight is not None:
         weight_grad: torch.Tensor | None = grad_weight.view_as(grad_out)
     else:
@@ -269,14 +270,14 @@ def _masked(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor | None) -> to
     """``x * mask`` for a boolean ``mask`` of x's shape, into ``out`` (contiguous, x's shape;
     it may be the buffer x's values came from) or a new buffer.
 
-    The mask is read as uint8, block by block into a small float buffer: CPU converts uint8 to
+    The mask is read as uint8, chunk by chunk into a small float buffer: CPU converts uint8 to
     float with vector instructions but bool one element at a time, and ``x * mask`` (or
     ``where``, ``masked_fill``, both scalar loops) would cost several times the multiplication.
     """
     flat, bits = x.reshape(-1), mask.reshape(-1).view(torch.uint8)
     result = torch.empty_like(flat) if out is None else out.view(-1)
-    for x_block, bit_block, r_block in _blocks(flat, bits, result):
-        torch.mul(x_block, bit_block.to(x_block.dtype), out=r_block)
+    for x_chunk, bit_chunk, r_chunk in _chunks(flat, bits, result):
+        torch.mul(x_chunk, bit_chunk.to(x_chunk.dtype), out=r_chunk)
     return result.view_as(x)
 
 
@@ -313,7 +314,7 @@ class _MaskGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
-        # One weight-sized conversion and product, not :func:`_masked`'s blocks: in training
+        # One weight-sized conversion and product, not :func:`_masked`'s chunks: in training
         # steps of mobilenetv2_cpu this came out about 5 % of a step faster (interleaved
         # development runs), although the two cost the same on one layer alone. Only weights
         # below RECYCLE_BYTES get here on the CPU (keep_masks_in_weights), so the temporaries
@@ -369,6 +370,8 @@ class SparseWeight(nn.Module):
     ``group`` is the key of this layer's threshold, or ``None`` for a mask-only layer; ``hard``
     applies the threshold as a hard mask (:func:`hard_threshold`) instead of Eq. 2, and
     ``regrow`` gives the pruned weights of either threshold the straight-through gradient.
+    ``block`` > 1 prunes a threshold layer in blocks of that many output channels
+    (:mod:`adapmtl.sparsity.blocks`), where its output count is a multiple of it.
     ``in_place`` (set by :func:`~adapmtl.sparsity.masks.keep_masks_in_weights`, cleared by every
     new mask and every state-dict load) says that the stored weight is already zero under the
     mask, so the mask applies to the gradient only. ``prepared`` is an effective weight computed
@@ -385,10 +388,12 @@ class SparseWeight(nn.Module):
         *,
         hard: bool = False,
         regrow: bool = False,
+        block: int = 1,
     ) -> None:
         super().__init__()
         if (thresholds is None) != (group is None):
             raise ValueError("thresholds and group must be given together")
+        self.block = check_block(block, "block")
         object.__setattr__(self, "thresholds", thresholds)
         self.group = group
         self.hard = hard
@@ -434,8 +439,22 @@ class SparseWeight(nn.Module):
         self.recycler.release()
         return None
 
+    def blocked(self, weight: torch.Tensor) -> bool:
+        """True when this layer's threshold acts on blocks of output channels."""
+        return self.group is not None and is_blocked(weight, self.block)
+
+    def magnitude(self, weight: torch.Tensor) -> torch.Tensor:
+        """What the threshold compares with alpha, per weight: ``|W|``, or its block's
+        magnitude on a blocked layer (:func:`~adapmtl.sparsity.blocks.block_magnitude`)."""
+        return block_magnitude(weight, self.block) if self.blocked(weight) else weight.abs()
+
     def _threshold(self, weight: torch.Tensor, recycler: Recycler | None) -> torch.Tensor:
         theta = self.thresholds[self.group]
+        if self.blocked(weight):
+            alpha = torch.sigmoid(theta)
+            return block_threshold(
+                weight, alpha, hard=self.hard, regrow=self.regrow, block=self.block
+            )
         function = hard_threshold if self.hard else soft_threshold
         return function(weight, theta, regrow=self.regrow, recycler=recycler)
 
@@ -446,7 +465,7 @@ class SparseWeight(nn.Module):
                 return self.mask & (weight != 0)
             if self.group is None:
                 return weight != 0
-            return weight.abs() > torch.sigmoid(self.thresholds[self.group])
+            return self.magnitude(weight) > torch.sigmoid(self.thresholds[self.group])
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Switch to mask mode with ``mask`` (same shape as the weight). The stored weight may
@@ -476,4 +495,5 @@ class SparseWeight(nn.Module):
         mode = ("mask in place" if self.in_place else "mask") if self.masked else "dense"
         if not self.masked and self.group is not None:
             mode = "hard-threshold" if self.hard else "soft-threshold"
-        return f"mode={mode}, group={self.group!r}"
+        blocks = f", block={self.block}" if self.block > 1 else ""
+        return f"mode={mode}, group={self.group!r}{blocks}"

@@ -24,6 +24,7 @@ from adapmtl.components import (
     model_components,
     path_matches,
 )
+from adapmtl.sparsity.blocks import check_block
 from adapmtl.sparsity.parametrization import SparseWeight
 from adapmtl.sparsity.structure import UntraceableModelError, normalised_layers
 
@@ -103,6 +104,7 @@ def sparsify(
     exclude: Sequence[str] = (),
     mode: str = "soft",
     regrow: bool = False,
+    block: int = 1,
 ) -> nn.Module:
     """Register a soft-threshold (or mask) parametrization on every prunable weight, in place.
 
@@ -129,6 +131,9 @@ def sparsify(
         regrow: with a threshold mode, pruned weights keep receiving the straight-through
             gradient and come back when they grow above the threshold; with ``auto``, only on
             the hard layers (the soft ones keep Eq. 2's gradient).
+        block: with a threshold mode, prune in blocks of this many consecutive output channels
+            (:mod:`adapmtl.sparsity.blocks`): every layer whose output count is a multiple of
+            it; 1 (the default, the paper's) prunes weight by weight.
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
     component or several, and when the model is already sparsified;
@@ -141,6 +146,9 @@ def sparsify(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if regrow and mode == "mask":
         raise ValueError("regrow needs a threshold mode ('soft' or 'hard'), got mode 'mask'")
+    check_block(block, "block")
+    if block > 1 and mode == "mask":
+        raise ValueError("block needs a threshold mode; mask-based methods choose their own masks")
     if is_sparsified(model):
         raise ValueError("model is already sparsified; bake(model) first to start over")
     if components is None:
@@ -187,7 +195,13 @@ def sparsify(
         parametrize.register_parametrization(
             layer.module,
             "weight",
-            SparseWeight(table, layer.group, hard=hard, regrow=regrow and (hard or mode == "soft")),
+            SparseWeight(
+                table,
+                layer.group,
+                hard=hard,
+                regrow=regrow and (hard or mode == "soft"),
+                block=block,
+            ),
             unsafe=True,
         )
     model._adapmtl_components = {layer.path: layer.component for layer in layers}

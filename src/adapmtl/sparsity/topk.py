@@ -22,15 +22,21 @@ def keep_count(total: int, sparsity: float) -> int:
     return round((1.0 - sparsity) * total)
 
 
-def top_k_masks(scores: Mapping[str, torch.Tensor], k: int) -> Masks:
+def top_k_masks(scores: Mapping[str, torch.Tensor], k: int, *, whole_ties: bool = False) -> Masks:
     """Keep exactly the ``k`` largest scores over all layers together (one global top-k).
 
-    Entries scored ``-inf`` are kept only when fewer than ``k`` entries have a finite score."""
+    Entries scored ``-inf`` are kept only when fewer than ``k`` entries have a finite score.
+    With ``whole_ties`` every entry scoring at least the ``k``-th largest score is kept, so
+    entries that share one score (the weights of a block, :mod:`adapmtl.sparsity.blocks`) are
+    kept or pruned together, and more than ``k`` may be kept."""
     flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
     if not 0 <= k <= flat.numel():
         raise ValueError(f"cannot keep {k} of {flat.numel()} weights")
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[torch.topk(flat, k, sorted=False).indices] = True
+    if whole_ties and k > 0:
+        keep = flat >= torch.topk(flat, k, sorted=False).values.min()
+    else:
+        keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        keep[torch.topk(flat, k, sorted=False).indices] = True
     out, start = {}, 0
     for path, s in scores.items():
         out[path] = keep[start : start + s.numel()].view_as(s)
