@@ -6,7 +6,9 @@ Modes (``--modes``): ``soft`` = ``sparsify(model, grouping="component")`` (the p
 threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` (the hard
 threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=True`` (the
 recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
-``auto_per_layer`` = ``auto`` with each
+``auto_block4`` = ``auto`` pruning blocks of 4 output channels (``method.options.block: 4``;
+its blocked layers compute their thresholds with plain autograd operations, which the
+breakdown's timers see only in the forward), ``auto_per_layer`` = ``auto`` with each
 layer's threshold in its own autograd call (``train.batched_thresholds: false``; every other
 mode, like training, applies the thresholds of the layers without recycled buffers in one node,
 :func:`~adapmtl.sparsity.batched.batched_thresholds`), ``frozen`` = ``hard_regrow`` after
@@ -179,6 +181,7 @@ MODES = (
     "hard_regrow",
     "auto",
     "auto_per_layer",
+    "auto_block4",
     "frozen",
     "frozen_computed",
     "dense_copy",
@@ -193,6 +196,8 @@ def sparsified(model: nn.Module, mode: str) -> nn.Module:
         return sparsify(model, grouping="component")
     if mode in ("auto", "auto_per_layer"):
         return sparsify(model, grouping="component", mode="auto", regrow=True)
+    if mode == "auto_block4":
+        return sparsify(model, grouping="component", mode="auto", regrow=True, block=4)
     sparsify(model, grouping="component", mode="hard", regrow=True)
     if mode in ("frozen", "frozen_computed"):
         freeze_masks(model)
