@@ -19,10 +19,12 @@ is ``sign(W) * relu(|W| - a)``; the hard threshold keeps whole blocks, ``W * 1[m
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-# floor of a block's mean square before the square root: an all-zero block then has a finite
-# magnitude and the root's gradient stays finite
+# floor of a block's mean square before the square root: an all-zero block then has a nonzero
+# magnitude, so alpha / m and the backward's divisions by m stay finite
 _TINY_SQUARE = 1e-30
 
 
@@ -42,7 +44,7 @@ def is_blocked(weight: torch.Tensor, block: int) -> bool:
 def block_norms(weight: torch.Tensor, block: int) -> torch.Tensor:
     """The L2 norm of every block, shaped ``[out / block, positions]``; ``weight`` must be
     blocked (:func:`is_blocked`)."""
-    return weight.reshape(weight.shape[0] // block, block, -1).norm(dim=1)
+    return _grouped(weight, block).norm(dim=1)
 
 
 def block_magnitude(weight: torch.Tensor, block: int) -> torch.Tensor:
@@ -50,15 +52,28 @@ def block_magnitude(weight: torch.Tensor, block: int) -> torch.Tensor:
     like ``weight``; ``|W|`` where ``weight`` is not blocked. Differentiable in ``weight``."""
     if not is_blocked(weight, block):
         return weight.abs()
-    grouped = weight.reshape(weight.shape[0] // block, block, -1)
-    rms = grouped.square().mean(dim=1, keepdim=True).clamp_min(_TINY_SQUARE).sqrt()
-    return rms.expand_as(grouped).reshape(weight.shape)
+    grouped = _grouped(weight, block)
+    return _rms(grouped).expand_as(grouped).reshape(weight.shape)
+
+
+def _grouped(tensor: torch.Tensor, block: int) -> torch.Tensor:
+    """``[out, ...]`` as ``[out / block, block, positions]``."""
+    return tensor.reshape(tensor.shape[0] // block, block, -1)
+
+
+def _rms(grouped: torch.Tensor) -> torch.Tensor:
+    """The magnitude of every block of ``grouped`` (:func:`_grouped`), ``[out / block, 1,
+    positions]``: the one formula both the thresholds and every comparison with alpha use, so
+    they agree to the bit. No weight-sized temporary."""
+    norms = torch.linalg.vector_norm(grouped, dim=1, keepdim=True)
+    return (norms.square() / grouped.shape[1]).clamp_min(_TINY_SQUARE).sqrt()
 
 
 def block_threshold(
     weight: torch.Tensor, alpha: torch.Tensor, *, hard: bool, regrow: bool, block: int
 ) -> torch.Tensor:
-    """The effective weight of a blocked layer, differentiable in ``weight`` and ``alpha``.
+    """The effective weight of a blocked layer (:func:`is_blocked`), differentiable in
+    ``weight`` and ``alpha``.
 
     Soft: ``W * relu(1 - a / m)`` (Eq. 2 for blocks, module docstring); its weight gradient is
     the exact one, or with ``regrow`` the straight-through ``dL/dW = dL/dS``. Hard: ``W * B``
@@ -66,17 +81,55 @@ def block_threshold(
     straight-through; alpha's gradient is the soft threshold's at the same weights (as the
     unstructured hard threshold's, a surrogate).
     """
-    magnitude = block_magnitude(weight, block)
-    if not hard and not regrow:
-        return weight * torch.relu(1 - alpha / magnitude)
-    fixed = weight.detach()
-    soft_of_alpha = fixed * torch.relu(1 - alpha / magnitude.detach())
-    if not hard:
-        return soft_of_alpha + (weight - fixed)
-    kept = magnitude.detach() > alpha.detach()
-    survivors = weight if regrow else weight * kept
-    return (
-        torch.where(kept, fixed, 0.0)
-        + (survivors - survivors.detach())
-        + (soft_of_alpha - soft_of_alpha.detach())
-    )
+    return _BlockThreshold.apply(weight, alpha, hard, regrow, block)
+
+
+class _BlockThreshold(torch.autograd.Function):
+    """:func:`block_threshold` with its gradients written out, so that the backward needs only
+    the weight (an input, not copied), alpha and one magnitude per block: a composition of
+    autograd operations would keep several weight-sized intermediates until the backward.
+
+    With ``f = relu(1 - a / m)`` and ``m = sqrt(mean_block W^2)``, for a kept block (m > a):
+    ``dL/dW_j = g_j f + W_j a / (block m^3) * sum_block(g W)`` and
+    ``dL/da = -sum_block(g W) / m``; pruned blocks get neither.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weight: torch.Tensor,
+        alpha: torch.Tensor,
+        hard: bool,
+        regrow: bool,
+        block: int,
+    ) -> torch.Tensor:
+        grouped = _grouped(weight, block)
+        magnitude = _rms(grouped)
+        factor = (magnitude > alpha).to(weight.dtype) if hard else torch.relu(1 - alpha / magnitude)
+        ctx.save_for_backward(weight, alpha, magnitude)
+        ctx.hard, ctx.regrow, ctx.block = hard, regrow, block
+        return (grouped * factor).reshape(weight.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, alpha, magnitude = ctx.saved_tensors
+        need_weight, need_alpha = ctx.needs_input_grad[:2]
+        kept = magnitude > alpha
+        exact = need_weight and not (ctx.hard or ctx.regrow)
+        g, w = _grouped(grad_out, ctx.block), _grouped(weight, ctx.block)
+        inner = (g * w).sum(dim=1, keepdim=True) if exact or need_alpha else None
+        weight_grad = None
+        if need_weight and ctx.regrow:
+            weight_grad = grad_out
+        elif need_weight and ctx.hard:
+            weight_grad = (g * kept).reshape(weight.shape)
+        elif need_weight:
+            assert inner is not None
+            factor = torch.relu(1 - alpha / magnitude)
+            coupling = torch.where(kept, alpha * inner / (ctx.block * magnitude.pow(3)), 0.0)
+            weight_grad = (g * factor + coupling * w).reshape(weight.shape)
+        alpha_grad = None
+        if need_alpha:
+            assert inner is not None
+            alpha_grad = -torch.where(kept, inner / magnitude, 0.0).sum().reshape(alpha.shape)
+        return weight_grad, alpha_grad, None, None, None
