@@ -7,8 +7,8 @@ threshold, Eq. 2), ``hard_regrow`` = the same with ``mode="hard", regrow=True`` 
 threshold with the straight-through gradient), ``auto`` = ``mode="auto", regrow=True`` (the
 recommended recipe: soft on the layers that feed a BatchNorm, hard with regrowth on the others),
 ``auto_block4`` = ``auto`` pruning blocks of 4 output channels (``method.options.block: 4``;
-its blocked layers compute their thresholds with plain autograd operations, which the
-breakdown's timers see only in the forward), ``auto_per_layer`` = ``auto`` with each
+its blocked layers compute their thresholds in an autograd function of their own, outside
+the batched node), ``auto_per_layer`` = ``auto`` with each
 layer's threshold in its own autograd call (``train.batched_thresholds: false``; every other
 mode, like training, applies the thresholds of the layers without recycled buffers in one node,
 :func:`~adapmtl.sparsity.batched.batched_thresholds`), ``frozen`` = ``hard_regrow`` after
@@ -82,6 +82,7 @@ from adapmtl.models import MultiTaskModel, build_model
 from adapmtl.sparsity import (
     batched,
     batched_thresholds,
+    blocks,
     freeze_masks,
     keep_masks_in_weights,
     param_groups,
@@ -222,7 +223,7 @@ def timed_parametrization(spent: dict[str, float]) -> Iterator[None]:
 
     functions = [
         f
-        for module in (parametrization, batched)
+        for module in (parametrization, batched, blocks)
         for f in vars(module).values()
         if isinstance(f, type) and issubclass(f, torch.autograd.Function) and "backward" in vars(f)
     ]
