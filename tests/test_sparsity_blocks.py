@@ -12,7 +12,7 @@ import torch
 from adapmtl.inference.layers import direct_conv_supported, shares_positions
 from adapmtl.inference.optimize import candidate_kernels
 from adapmtl.inference.threads import numba_available
-from adapmtl.methods.masking import install_masks, mask_smallest
+from adapmtl.methods.masking import install_masks, magnitude_scores, mask_smallest
 from adapmtl.options import ConfigError
 from adapmtl.sparsity import (
     bake,
@@ -22,7 +22,7 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
-from adapmtl.sparsity.blocks import block_magnitude, block_threshold, is_blocked
+from adapmtl.sparsity.blocks import block_magnitude, block_threshold, is_blocked, layer_block
 from adapmtl.sparsity.level import rescale_thresholds
 from adapmtl.sparsity.parametrization import soft_threshold
 from adapmtl.sparsity.topk import top_k_masks
@@ -41,6 +41,38 @@ def test_block_magnitude_is_the_root_mean_square_of_each_block_of_output_channel
     assert torch.equal(block_magnitude(weight, 3), weight.abs())  # 4 outputs: not blocked
     assert is_blocked(weight, 2) and is_blocked(weight, 4)
     assert not is_blocked(weight, 1) and not is_blocked(weight, 3)
+
+
+def test_layers_are_blocked_only_when_each_conv_group_has_whole_blocks():
+    assert layer_block(torch.nn.Conv2d(8, 8, 3), 4) == 4
+    assert layer_block(torch.nn.Conv2d(8, 6, 3), 4) == 1
+    assert layer_block(torch.nn.Conv2d(8, 8, 3, groups=2), 4) == 4  # 4 outputs per group
+    assert layer_block(torch.nn.Conv2d(8, 8, 3, groups=4), 4) == 1  # 2 per group
+    assert layer_block(torch.nn.Conv2d(8, 8, 3, groups=8), 4) == 1  # depthwise
+    assert layer_block(torch.nn.Linear(3, 12), 4) == 4
+    assert layer_block(torch.nn.Linear(3, 13), 4) == 1
+
+
+def test_a_depthwise_convolution_is_pruned_weight_by_weight():
+    class Depthwise(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, groups=8)
+            )
+            self.heads = torch.nn.ModuleDict({"a": torch.nn.Conv2d(8, 4, 1)})
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"a": self.heads["a"](self.backbone(x))}
+
+    model = sparsify(Depthwise(), grouping="global", block=4, init=-9.0)
+    blocks = {path: p.block for path, _, p in sparse_layers(model)}
+    assert blocks == {"backbone.0": 4, "backbone.1": 1, "heads.a": 4}
+    masked = install_masks(Depthwise())
+    scores = magnitude_scores(masked, block=4)
+    weights = {p: m.parametrizations.weight.original.detach() for p, m, _ in sparse_layers(masked)}
+    assert torch.equal(scores["backbone.1"], weights["backbone.1"].abs())
+    assert torch.equal(scores["backbone.0"], block_magnitude(weights["backbone.0"], 4))
 
 
 def test_the_soft_block_threshold_shrinks_each_block_by_alpha_over_its_magnitude():

@@ -27,7 +27,7 @@ from adapmtl.sparsity import (
     sparse_layers,
     sparsify,
 )
-from adapmtl.sparsity.blocks import block_magnitude
+from adapmtl.sparsity.blocks import block_magnitude, layer_block
 from adapmtl.sparsity.topk import Masks, keep_count, top_k_masks
 
 Scores = dict[str, torch.Tensor]
@@ -62,13 +62,14 @@ def components_of(model: nn.Module) -> dict[str, str]:
 @torch.no_grad()
 def magnitude_scores(model: nn.Module, block: int = 1) -> Scores:
     """|W * M| of every layer, or with ``block`` > 1 the magnitude of each weight's block of
-    output channels (:func:`~adapmtl.sparsity.blocks.block_magnitude`); weights outside the
+    output channels (:func:`~adapmtl.sparsity.blocks.block_magnitude`, on the layers
+    :func:`~adapmtl.sparsity.blocks.layer_block` blocks); weights outside the
     current mask score ``-inf`` so a magnitude prune never brings them back (pruned weights stay
     pruned)."""
     scores = {}
     for path, module, p in sparse_layers(model):
         weight = module.parametrizations.weight.original
-        score = block_magnitude(weight, block).float()
+        score = block_magnitude(weight, layer_block(module, block)).float()
         if p.masked:
             score = score.masked_fill(~p.mask, float("-inf"))
         scores[path] = score

@@ -9,8 +9,9 @@ A block is ``block`` consecutive output channels at one position of the rest of 
 input channel and a kernel tap of a convolution, an input feature of a linear layer), so a
 weight ``[out, ...]`` has ``out / block`` blocks per position. Its *magnitude* is the root mean
 square of its weights, so that a block of one weight has magnitude ``|W|`` and thresholds keep
-the scale of the unstructured case. A layer whose output count is not a multiple of ``block``
-(a head's last layer with 1, 3 or 13 outputs) is pruned weight by weight.
+the scale of the unstructured case. A layer whose output count per conv group is not a
+multiple of ``block`` (a head's last layer with 1 or 3 outputs, a depthwise convolution) is
+pruned weight by weight (:func:`layer_block`).
 
 The thresholds generalise paper Eq. 2 to blocks (the proximal operator of the group lasso
 penalty): ``S = W * relu(1 - a / m)`` with ``m`` the block's magnitude, which for blocks of one
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 # floor of a block's mean square before the square root: an all-zero block then has a nonzero
 # magnitude, so alpha / m and the backward's divisions by m stay finite
@@ -39,6 +41,15 @@ def is_blocked(weight: torch.Tensor, block: int) -> bool:
     """True when ``weight`` is pruned in blocks of ``block`` output channels (``block`` > 1 and
     a multiple of it output channels); False when it is pruned weight by weight."""
     return block > 1 and weight.shape[0] % block == 0
+
+
+def layer_block(module: nn.Module, block: int) -> int:
+    """The block size ``module``'s weight is pruned with: ``block`` when each of its conv
+    groups has a multiple of ``block`` output channels, else 1. A depthwise convolution (one
+    output channel per group) is pruned weight by weight: its output channels share no input,
+    so blocks would cost accuracy and buy no inference kernel."""
+    outputs = getattr(module, "out_channels", getattr(module, "out_features", 0))
+    return block if (outputs // getattr(module, "groups", 1)) % block == 0 else 1
 
 
 def block_norms(weight: torch.Tensor, block: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from adapmtl.components import (
     model_components,
     path_matches,
 )
-from adapmtl.sparsity.blocks import check_block
+from adapmtl.sparsity.blocks import check_block, layer_block
 from adapmtl.sparsity.parametrization import SparseWeight
 from adapmtl.sparsity.structure import UntraceableModelError, normalised_layers
 
@@ -200,7 +200,7 @@ def sparsify(
                 layer.group,
                 hard=hard,
                 regrow=regrow and (hard or mode == "soft"),
-                block=block,
+                block=layer_block(layer.module, block),
             ),
             unsafe=True,
         )
