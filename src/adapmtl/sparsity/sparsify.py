@@ -132,8 +132,9 @@ def sparsify(
             gradient and come back when they grow above the threshold; with ``auto``, only on
             the hard layers (the soft ones keep Eq. 2's gradient).
         block: with a threshold mode, prune in blocks of this many consecutive output channels
-            (:mod:`adapmtl.sparsity.blocks`): every layer whose output count is a multiple of
-            it; 1 (the default, the paper's) prunes weight by weight.
+            (:mod:`adapmtl.sparsity.blocks`): every layer whose output count per conv group is
+            a multiple of it (:func:`~adapmtl.sparsity.blocks.layer_block`); 1 (the default,
+            the paper's) prunes weight by weight.
 
     Returns the same model. Raises ``ValueError`` naming the weight when a weight matches no
     component or several, and when the model is already sparsified;
